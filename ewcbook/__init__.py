@@ -1,0 +1,31 @@
+"""ewcbook: Elastic Weight Consolidation in Keras 3, the library of the book.
+
+Data flow: data -> models -> fisher -> penalties -> training -> evaluation,
+with state (saving consolidation) and plots on the side.
+"""
+
+from ewcbook.data import Task, joint, permuted_mnist, split_mnist, validation_split
+from ewcbook.evaluation import (
+    TaskAccuracyHistory,
+    average_accuracy,
+    backward_transfer,
+    evaluate_tasks,
+    forgetting,
+    task_accuracy,
+)
+from ewcbook.experiments import SequenceResult, consolidate, fit_task, train_sequence
+from ewcbook.fisher import diagonal_fisher
+from ewcbook.models import mlp
+from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
+from ewcbook.state import load_state, save_state
+from ewcbook.training import ContinualModel, NonFiniteLossError
+from ewcbook.utils import set_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EWC", "ContinualModel", "L2Anchor", "NonFiniteLossError", "OnlineEWC", "SequenceResult", "Task",
+    "TaskAccuracyHistory", "average_accuracy", "backward_transfer", "consolidate", "diagonal_fisher",
+    "evaluate_tasks", "fit_task", "forgetting", "joint", "load_state", "mlp", "permuted_mnist",
+    "save_state", "set_seed", "split_mnist", "task_accuracy", "train_sequence", "validation_split",
+]

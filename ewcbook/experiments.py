@@ -1,0 +1,157 @@
+"""Task sequences end to end: train on each task in turn, consolidate, evaluate.
+
+This is the protocol every chapter and ``python -m ewcbook reproduce`` use:
+
+1. train on task 0 (a fresh Adam optimizer for every task);
+2. evaluate on all tasks: row 0 of the accuracy matrix R;
+3. add the method's penalty for the task just learned, move to the next task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+
+from ewcbook.data import Task
+from ewcbook.evaluation import evaluate_tasks
+from ewcbook.fisher import diagonal_fisher
+from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
+from ewcbook.training import ContinualModel
+
+METHODS = ("none", "l2", "ewc", "online_ewc")
+
+
+def fit_task(
+    learner: ContinualModel,
+    task: Task,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    callbacks=(),
+    verbose: int = 0,
+) -> keras.callbacks.History:
+    """Train ``learner`` on ``task`` with a fresh Adam optimizer and sparse
+    categorical cross-entropy on logits; its penalties are added to the loss."""
+    if not isinstance(learner, ContinualModel):
+        raise TypeError(f"learner must be a ContinualModel, got {type(learner).__name__}")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    learner.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    data = task.dataset("train", batch_size=batch_size, seed=seed)
+    return learner.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
+
+
+def consolidate(
+    method: str,
+    learner: ContinualModel,
+    task: Task,
+    strength: float,
+    *,
+    estimator: str = "true",
+    fisher_samples: int | None = None,
+    gamma: float = 1.0,
+    seed: int = 0,
+) -> None:
+    """Add (or update) ``learner``'s penalty for ``task``, just learned.
+
+    ``"none"`` adds nothing; ``"l2"`` and ``"ewc"`` add one penalty per task;
+    ``"online_ewc"`` keeps a single :class:`OnlineEWC` and folds each task in.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "none":
+        return
+    if method == "l2":
+        learner.penalties = learner.penalties + [L2Anchor(learner, strength)]
+        return
+    data = task.dataset("train", batch_size=1024, shuffle=False)
+    fisher = diagonal_fisher(learner, data, estimator=estimator, num_samples=fisher_samples, seed=seed)
+    online = [p for p in learner.penalties if isinstance(p, OnlineEWC)]
+    if method == "online_ewc" and online:
+        online[0].consolidate(fisher)
+        learner.penalties = learner.penalties  # rebuild the training step
+    elif method == "online_ewc":
+        learner.penalties = learner.penalties + [OnlineEWC(learner, fisher, strength, gamma)]
+    else:
+        learner.penalties = learner.penalties + [EWC(learner, fisher, strength)]
+
+
+@dataclasses.dataclass
+class SequenceResult:
+    """What :func:`train_sequence` measured.
+
+    Attributes:
+        R: accuracy matrix, R[i, j] = test accuracy on task j after task i.
+        seconds: wall-clock time of the whole sequence.
+        learner: the trained model, with its penalties.
+        histories: one Keras ``History`` per task.
+    """
+
+    R: np.ndarray
+    seconds: float
+    learner: ContinualModel
+    histories: list
+
+
+def train_sequence(
+    network: keras.Model,
+    tasks: list[Task],
+    *,
+    method: str = "none",
+    strength: float = 0.0,
+    epochs=6,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    estimator: str = "true",
+    fisher_samples: int | None = None,
+    gamma: float = 1.0,
+    seed: int = 0,
+    callbacks=(),
+    verbose: int = 0,
+) -> SequenceResult:
+    """Train ``network`` on ``tasks`` in order with ``method``'s penalty.
+
+    Args:
+        network: a built Keras model that outputs logits.
+        tasks: the tasks, in training order.
+        method: ``"none"``, ``"l2"``, ``"ewc"`` or ``"online_ewc"``.
+        strength: λ of the penalty (ignored by ``"none"``).
+        epochs: epochs per task, an int or one int per task.
+        estimator, fisher_samples: passed to :func:`ewcbook.fisher.diagonal_fisher`.
+        gamma: γ of online EWC.
+        seed: seed of the shuffles and of the Fisher's sampled labels.
+        callbacks: Keras callbacks for every ``fit``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise TypeError("tasks must be a non-empty list of Task objects")
+    epochs = [epochs] * len(tasks) if isinstance(epochs, int) else list(epochs)
+    if len(epochs) != len(tasks):
+        raise ValueError(f"epochs must be an int or one int per task ({len(tasks)}), got {epochs!r}")
+    start = time.perf_counter()
+    learner = ContinualModel(network)
+    R, histories = np.zeros((len(tasks), len(tasks))), []
+    for i, task in enumerate(tasks):
+        histories.append(
+            fit_task(
+                learner, task, epochs=epochs[i], batch_size=batch_size, learning_rate=learning_rate,
+                seed=seed + i, callbacks=callbacks, verbose=verbose,
+            )
+        )
+        R[i] = evaluate_tasks(learner, tasks)
+        if i < len(tasks) - 1:
+            consolidate(
+                method, learner, task, strength, estimator=estimator,
+                fisher_samples=fisher_samples, gamma=gamma, seed=seed + i,
+            )
+    return SequenceResult(R, time.perf_counter() - start, learner, histories)

@@ -1,0 +1,79 @@
+"""Shared fixtures: MNIST availability and running chapters with papermill."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+GLUE_PREFIX = "application/papermill.record/"
+
+
+@functools.cache
+def mnist_available() -> bool:
+    try:
+        import tensorflow_datasets as tfds
+
+        return tfds.builder("mnist").is_prepared()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if mnist_available():
+        return
+    skip = pytest.mark.skip(reason="MNIST is not prepared: set TFDS_DATA_DIR or let tfds.load download it")
+    for item in items:
+        if "mnist" in item.keywords or "notebooks" in item.keywords:
+            item.add_marker(skip)
+
+
+def glued_values(notebook) -> dict:
+    """{name: value} of everything a notebook glued with myst_nb.glue.
+
+    Values are parsed from their text/plain repr with ast.literal_eval (numbers,
+    strings, lists, dicts); anything else is kept as its repr string.
+    """
+    values = {}
+    for cell in notebook.cells:
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name is None:
+                continue
+            data = out["data"]
+            text = data.get("text/plain", data.get(GLUE_PREFIX + "text/plain"))
+            try:
+                values[name] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                values[name] = text
+    return values
+
+
+@functools.cache
+def _run_chapter(name: str, params: tuple) -> dict:
+    import tempfile
+
+    import nbformat
+    import papermill
+
+    out = pathlib.Path(tempfile.mkdtemp()) / name
+    papermill.execute_notebook(
+        str(BOOK / name), str(out), parameters=dict(params), kernel_name="python3",
+        cwd=str(BOOK), progress_bar=False,
+    )
+    return glued_values(nbformat.read(out, as_version=4))
+
+
+@pytest.fixture(scope="session")
+def run_chapter():
+    """run_chapter("01_forgetting.ipynb", profile="smoke") -> glued values (cached per session)."""
+
+    def run(name: str, **params) -> dict:
+        params.setdefault("profile", "smoke")
+        return _run_chapter(name, tuple(sorted(params.items())))
+
+    return run
