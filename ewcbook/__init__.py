@@ -13,7 +13,7 @@ from ewcbook.evaluation import (
     forgetting,
     task_accuracy,
 )
-from ewcbook.experiments import SequenceResult, consolidate, fit_task, train_sequence
+from ewcbook.experiments import SequenceResult, consolidate, fit_task, make_penalty, strength_sweep, train_sequence
 from ewcbook.fisher import diagonal_fisher
 from ewcbook.models import mlp
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
@@ -24,8 +24,31 @@ from ewcbook.utils import set_seed
 __version__ = "0.1.0"
 
 __all__ = [
-    "EWC", "ContinualModel", "L2Anchor", "NonFiniteLossError", "OnlineEWC", "SequenceResult", "Task",
-    "TaskAccuracyHistory", "average_accuracy", "backward_transfer", "consolidate", "diagonal_fisher",
-    "evaluate_tasks", "fit_task", "forgetting", "joint", "load_state", "mlp", "permuted_mnist",
-    "save_state", "set_seed", "split_mnist", "task_accuracy", "train_sequence", "validation_split",
+    "EWC",
+    "ContinualModel",
+    "L2Anchor",
+    "NonFiniteLossError",
+    "OnlineEWC",
+    "SequenceResult",
+    "Task",
+    "TaskAccuracyHistory",
+    "average_accuracy",
+    "backward_transfer",
+    "consolidate",
+    "diagonal_fisher",
+    "evaluate_tasks",
+    "fit_task",
+    "forgetting",
+    "joint",
+    "load_state",
+    "make_penalty",
+    "mlp",
+    "permuted_mnist",
+    "save_state",
+    "set_seed",
+    "split_mnist",
+    "strength_sweep",
+    "task_accuracy",
+    "train_sequence",
+    "validation_split",
 ]

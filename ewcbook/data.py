@@ -9,6 +9,7 @@ afresh every epoch from a fixed seed, batch, prefetch).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import tensorflow as tf
@@ -29,8 +30,11 @@ class MNISTUnavailableError(RuntimeError):
     """Raised when MNIST is neither cached nor downloadable."""
 
 
+@functools.cache
 def load_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load one MNIST split as numpy arrays with ``tfds.load("mnist")``.
+
+    The arrays are read-only and cached for the life of the process.
 
     Args:
         split: ``"train"`` or ``"test"``.
@@ -48,11 +52,11 @@ def load_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     import tensorflow_datasets as tfds
 
     try:
-        images, digits = tfds.as_numpy(
-            tfds.load("mnist", split=split, as_supervised=True, batch_size=-1)
-        )
+        images, digits = tfds.as_numpy(tfds.load("mnist", split=split, as_supervised=True, batch_size=-1))
     except OSError as error:  # network failures are OSErrors (requests, urllib)
         raise MNISTUnavailableError(OFFLINE_HELP) from error
+    images.setflags(write=False)
+    digits.setflags(write=False)
     return images, digits
 
 
@@ -198,10 +202,7 @@ def permuted_mnist(num_tasks: int, *, seed: int = 0, limit: int | None = None) -
     _check_limit(limit)
     train = _head(*load_mnist("train"), limit)
     test = _head(*load_mnist("test"), limit)
-    return [
-        Task(f"P{k}", *train, *test, num_classes=10, permutation=permutation(k, seed))
-        for k in range(num_tasks)
-    ]
+    return [Task(f"P{k}", *train, *test, num_classes=10, permutation=permutation(k, seed)) for k in range(num_tasks)]
 
 
 def joint(tasks: list[Task], name: str = "joint") -> Task:

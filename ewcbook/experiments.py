@@ -47,7 +47,18 @@ def fit_task(
         metrics=["accuracy"],
     )
     data = task.dataset("train", batch_size=batch_size, seed=seed)
-    return learner.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
+    return learner.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks), shuffle=False)
+
+
+def make_penalty(method: str, learner: ContinualModel, strength: float, fisher=None, gamma: float = 1.0):
+    """The penalty of ``method`` anchored at ``learner``'s current weights."""
+    if method == "l2":
+        return L2Anchor(learner, strength)
+    if method == "ewc":
+        return EWC(learner, fisher, strength)
+    if method == "online_ewc":
+        return OnlineEWC(learner, fisher, strength, gamma)
+    raise ValueError(f"method must be 'l2', 'ewc' or 'online_ewc', got {method!r}")
 
 
 def consolidate(
@@ -71,18 +82,15 @@ def consolidate(
     if method == "none":
         return
     if method == "l2":
-        learner.penalties = learner.penalties + [L2Anchor(learner, strength)]
+        learner.penalties = learner.penalties + [make_penalty("l2", learner, strength)]
         return
     data = task.dataset("train", batch_size=1024, shuffle=False)
     fisher = diagonal_fisher(learner, data, estimator=estimator, num_samples=fisher_samples, seed=seed)
     online = [p for p in learner.penalties if isinstance(p, OnlineEWC)]
     if method == "online_ewc" and online:
         online[0].consolidate(fisher)
-        learner.penalties = learner.penalties  # rebuild the training step
-    elif method == "online_ewc":
-        learner.penalties = learner.penalties + [OnlineEWC(learner, fisher, strength, gamma)]
     else:
-        learner.penalties = learner.penalties + [EWC(learner, fisher, strength)]
+        learner.penalties = learner.penalties + [make_penalty(method, learner, strength, fisher, gamma)]
 
 
 @dataclasses.dataclass
@@ -144,14 +152,101 @@ def train_sequence(
     for i, task in enumerate(tasks):
         histories.append(
             fit_task(
-                learner, task, epochs=epochs[i], batch_size=batch_size, learning_rate=learning_rate,
-                seed=seed + i, callbacks=callbacks, verbose=verbose,
+                learner,
+                task,
+                epochs=epochs[i],
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                seed=seed + i,
+                callbacks=callbacks,
+                verbose=verbose,
             )
         )
         R[i] = evaluate_tasks(learner, tasks)
         if i < len(tasks) - 1:
             consolidate(
-                method, learner, task, strength, estimator=estimator,
-                fisher_samples=fisher_samples, gamma=gamma, seed=seed + i,
+                method,
+                learner,
+                task,
+                strength,
+                estimator=estimator,
+                fisher_samples=fisher_samples,
+                gamma=gamma,
+                seed=seed + i,
             )
     return SequenceResult(R, time.perf_counter() - start, learner, histories)
+
+
+def strength_sweep(
+    make_network,
+    tasks: list[Task],
+    method: str,
+    strengths,
+    *,
+    seeds=(0,),
+    epochs=6,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    estimator: str = "true",
+    fisher_samples: int | None = None,
+) -> list[dict]:
+    """Accuracy on two tasks for each penalty strength, over several seeds.
+
+    Task A is trained once per seed; every strength then starts task B from
+    the same weights (and, for EWC, the same Fisher), so the strengths differ
+    only in λ.
+
+    Args:
+        make_network: a function with no arguments returning a fresh network.
+        tasks: ``[task_a, task_b]``.
+        method: ``"none"``, ``"l2"`` or ``"ewc"``.
+        strengths: the λ values (ignored, and run once, for ``"none"``).
+        seeds: one run per seed (network init, shuffles, Fisher samples).
+        epochs: epochs per task, an int or ``(epochs_a, epochs_b)``.
+
+    Returns:
+        One dict per (seed, strength): ``method``, ``strength``, ``seed``,
+        ``acc_A``, ``acc_B``, ``mean`` (of the two) and ``acc_A_before`` (after
+        task A only).
+    """
+    from ewcbook.utils import set_seed
+
+    if method not in ("none", "l2", "ewc"):
+        raise ValueError(f"method must be 'none', 'l2' or 'ewc', got {method!r}")
+    if len(tasks) != 2 or not all(isinstance(t, Task) for t in tasks):
+        raise TypeError("tasks must be a list of two Task objects [task_a, task_b]")
+    strengths = [0.0] if method == "none" else [float(s) for s in strengths]
+    if not strengths:
+        raise ValueError("strengths must not be empty")
+    epochs_a, epochs_b = (epochs, epochs) if isinstance(epochs, int) else epochs
+    task_a, task_b = tasks
+    rows = []
+    for seed in seeds:
+        set_seed(seed)
+        learner = ContinualModel(make_network())
+        fit_task(learner, task_a, epochs=epochs_a, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+        before = evaluate_tasks(learner, [task_a])[0]
+        weights_a = learner.get_weights()
+        fisher = None
+        if method == "ewc":
+            data = task_a.dataset("train", batch_size=1024, shuffle=False)
+            fisher = diagonal_fisher(learner, data, estimator=estimator, num_samples=fisher_samples, seed=seed)
+        for strength in strengths:
+            learner.set_weights(weights_a)
+            learner.penalties = [] if method == "none" else [make_penalty(method, learner, strength, fisher)]
+            fit_task(
+                learner, task_b, epochs=epochs_b, batch_size=batch_size, learning_rate=learning_rate, seed=seed + 1
+            )
+            acc_a, acc_b = evaluate_tasks(learner, tasks)
+            rows.append(
+                {
+                    "method": method,
+                    "strength": strength,
+                    "seed": seed,
+                    "acc_A": float(acc_a),
+                    "acc_B": float(acc_b),
+                    "mean": float((acc_a + acc_b) / 2),
+                    "acc_A_before": float(before),
+                }
+            )
+    return rows

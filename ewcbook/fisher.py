@@ -27,8 +27,8 @@ Methods, all giving the same numbers:
 
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 ESTIMATORS = ("true", "exact", "empirical")
@@ -101,11 +101,17 @@ def diagonal_fisher(
     if method == "auto":
         method = "fast" if steps is not None else "vectorized"
     variables = model.trainable_variables
+    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
+    signature = [
+        tf.TensorSpec([None, *x_spec.shape[1:]], x_spec.dtype),
+        tf.TensorSpec([None], y_spec.dtype),
+        tf.TensorSpec([2], tf.int32),
+    ]
     if method == "fast":
-        batch_fn = tf.function(lambda x, y, s: _fast_batch(steps, x, y, s, estimator), reduce_retracing=True)
+        batch_fn = tf.function(lambda x, y, s: _fast_batch(steps, x, y, s, estimator), input_signature=signature)
         order = [v for kind, layer in steps if kind == "dense" for v in _dense_variables(layer)]
     elif method == "vectorized":
-        batch_fn = tf.function(lambda x, y, s: _vectorized_batch(model, x, y, s, estimator), reduce_retracing=True)
+        batch_fn = tf.function(lambda x, y, s: _vectorized_batch(model, x, y, s, estimator), input_signature=signature)
         order = variables
     else:
         batch_fn = lambda x, y, s: _loop_batch(model, x, y, s, estimator)  # noqa: E731

@@ -169,7 +169,9 @@ def _check_importance(importance, variables, name: str) -> list[np.ndarray]:
     for w, v in zip(importance, variables):
         w = np.asarray(w, dtype=np.float32)
         if w.shape != tuple(v.shape):
-            raise ValueError(f"{name} does not match the model: shape {w.shape} for variable {v.path} of shape {tuple(v.shape)}")
+            raise ValueError(
+                f"{name} does not match the model: shape {w.shape} for variable {v.path} of shape {tuple(v.shape)}"
+            )
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise ValueError(f"{name} must be finite and >= 0 (variable {v.path})")
         arrays.append(w)

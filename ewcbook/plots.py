@@ -84,9 +84,23 @@ def accuracy_matrix(ax, R, task_names=None, *, title=None):
     image = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
     for i in range(T):
         for j in range(T):
-            ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if R[i, j] < 0.6 else "black")
-    ax.set(xticks=range(T), yticks=range(T), xticklabels=names, yticklabels=names,
-           xlabel="evaluated on task", ylabel="after training on task", title=title)
+            ax.text(
+                j,
+                i,
+                f"{R[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if R[i, j] < 0.6 else "black",
+            )
+    ax.set(
+        xticks=range(T),
+        yticks=range(T),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="evaluated on task",
+        ylabel="after training on task",
+        title=title,
+    )
     ax.grid(False)
     return image
