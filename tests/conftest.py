@@ -62,8 +62,12 @@ def _run_chapter(name: str, params: tuple) -> dict:
 
     out = pathlib.Path(tempfile.mkdtemp()) / name
     papermill.execute_notebook(
-        str(BOOK / name), str(out), parameters=dict(params), kernel_name="python3",
-        cwd=str(BOOK), progress_bar=False,
+        str(BOOK / name),
+        str(out),
+        parameters=dict(params),
+        kernel_name="python3",
+        cwd=str(BOOK),
+        progress_bar=False,
     )
     return glued_values(nbformat.read(out, as_version=4))
 

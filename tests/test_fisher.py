@@ -1,0 +1,165 @@
+"""The diagonal Fisher: every method against a brute-force per-example loop."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ewcbook as eb
+
+
+def _data(n=37, d=12, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype("float32"), rng.integers(0, classes, n)
+
+
+def _dense_stack(d=12, classes=4):
+    keras.utils.set_random_seed(1)
+    return keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Dense(9, activation="tanh"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(7),
+            keras.layers.Activation("relu"),
+            keras.layers.Dense(classes),
+        ]
+    )
+
+
+def _brute_force(model, x, onehots_and_weights):
+    """Σ_i Σ_c w_ic (∂ log p(c|x_i) / ∂θ)² / N, one example at a time, in float64."""
+    sums = [np.zeros(v.shape) for v in model.trainable_variables]
+    for i in range(len(x)):
+        for c, w in onehots_and_weights(i):
+            with tf.GradientTape() as tape:
+                log_p = tf.nn.log_softmax(model(x[i : i + 1], training=False))[0, c]
+            for k, g in enumerate(tape.gradient(log_p, model.trainable_variables)):
+                sums[k] += w * np.square(g.numpy().astype(np.float64))
+    return [s / len(x) for s in sums]
+
+
+def _assert_close(fisher, reference, rtol=1e-5):
+    for f, r in zip(fisher, reference):
+        assert f.shape == r.shape
+        scale = np.abs(r).max()
+        np.testing.assert_allclose(np.asarray(f, np.float64), r, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize("method", ["fast", "vectorized", "loop"])
+def test_empirical_fisher_matches_brute_force(method):
+    x, y = _data()
+    model = _dense_stack()
+    fisher = eb.diagonal_fisher(model, (x, y), estimator="empirical", method=method, batch_size=16)
+    _assert_close(fisher, _brute_force(model, x, lambda i: [(y[i], 1.0)]))
+
+
+@pytest.mark.parametrize("method", ["fast", "vectorized", "loop"])
+def test_exact_fisher_matches_brute_force(method):
+    x, y = _data()
+    model = _dense_stack()
+    probs = tf.nn.softmax(model(x)).numpy()
+    fisher = eb.diagonal_fisher(model, (x, y), estimator="exact", method=method, batch_size=16)
+    _assert_close(fisher, _brute_force(model, x, lambda i: [(c, probs[i, c]) for c in range(4)]))
+
+
+def test_true_fisher_methods_agree_and_average_to_the_exact_fisher():
+    x, y = _data(n=64)
+    model = _dense_stack()
+    runs = [eb.diagonal_fisher(model, (x, y), method=m, seed=5, batch_size=16) for m in ("fast", "vectorized", "loop")]
+    _assert_close(runs[0], [r.numpy() for r in runs[2]])
+    _assert_close(runs[1], [r.numpy() for r in runs[2]])
+    # the sampled labels differ per seed; their average converges to the exact Fisher
+    x_big = np.repeat(x, 50, axis=0)
+    sampled = eb.diagonal_fisher(model, (x_big, np.repeat(y, 50)), seed=0)
+    exact = eb.diagonal_fisher(model, (x, y), estimator="exact")
+    for s, e in zip(sampled, exact):
+        assert abs(float(tf.reduce_sum(s)) / float(tf.reduce_sum(e)) - 1) < 0.05
+
+
+def test_fisher_is_not_the_square_of_the_batch_gradient():
+    x, y = _data()
+    model = _dense_stack()
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(tf.gather(tf.nn.log_softmax(model(x)), y, batch_dims=1))
+    batch_sq = [np.square(g.numpy()) / len(x) for g in tape.gradient(total, model.trainable_variables)]
+    fisher = eb.diagonal_fisher(model, (x, y), estimator="empirical")
+    assert not np.allclose(fisher[0].numpy(), batch_sq[0], rtol=0.1)
+
+
+def test_functional_model_uses_the_vectorized_fallback():
+    x, y = _data()
+    inputs = keras.Input((12,))
+    hidden = keras.layers.Dense(6, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
+    fisher = eb.diagonal_fisher(model, (x, y), estimator="empirical")
+    _assert_close(fisher, _brute_force(model, x, lambda i: [(y[i], 1.0)]))
+    with pytest.raises(ValueError, match="method='fast'"):
+        eb.diagonal_fisher(model, (x, y), method="fast")
+
+
+def test_fisher_of_a_continual_model_and_its_network_agree():
+    x, y = _data()
+    network = _dense_stack()
+    a = eb.diagonal_fisher(network, (x, y), estimator="exact")
+    b = eb.diagonal_fisher(eb.ContinualModel(network), (x, y), estimator="exact", method="fast")
+    for f, g in zip(a, b):
+        np.testing.assert_array_equal(f.numpy(), g.numpy())
+
+
+def test_num_samples_uses_the_first_examples_and_dataset_input_works():
+    x, y = _data(n=40)
+    model = _dense_stack()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    first = eb.diagonal_fisher(model, ds, estimator="empirical", num_samples=20)
+    direct = eb.diagonal_fisher(model, (x[:20], y[:20]), estimator="empirical")
+    for f, g in zip(first, direct):
+        np.testing.assert_allclose(f.numpy(), g.numpy(), rtol=1e-5)
+
+
+def test_same_seed_same_fisher_and_shapes_match_variables():
+    x, y = _data()
+    model = _dense_stack()
+    a = eb.diagonal_fisher(model, (x, y), seed=3)
+    b = eb.diagonal_fisher(model, (x, y), seed=3)
+    assert [f.shape for f in a] == [v.shape for v in model.trainable_variables]
+    for f, g in zip(a, b):
+        np.testing.assert_array_equal(f.numpy(), g.numpy())
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"estimator": "fisher"}, ValueError, "estimator"),
+        ({"method": "magic"}, ValueError, "method"),
+        ({"num_samples": 0}, ValueError, "num_samples"),
+        ({"num_samples": -3}, ValueError, "num_samples"),
+        ({"seed": 1.5}, TypeError, "seed"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, error, match):
+    x, y = _data()
+    with pytest.raises(error, match=match):
+        eb.diagonal_fisher(_dense_stack(), (x, y), **kwargs)
+
+
+def test_bad_models_and_data_are_refused():
+    x, y = _data()
+    with pytest.raises(TypeError, match="model"):
+        eb.diagonal_fisher("model", (x, y))
+    with pytest.raises(ValueError, match="built"):
+        eb.diagonal_fisher(keras.Sequential([keras.layers.Dense(3)]), (x, y))
+    softmax = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="softmax")])
+    with pytest.raises(ValueError, match="logits"):
+        eb.diagonal_fisher(softmax, (x, y))
+    model = _dense_stack()
+    with pytest.raises(ValueError, match="empty"):
+        eb.diagonal_fisher(model, (x[:0], y[:0]))
+    with pytest.raises(TypeError, match="floats"):
+        eb.diagonal_fisher(model, (x.astype("uint8"), y))
+    with pytest.raises(ValueError, match="same length"):
+        eb.diagonal_fisher(model, (x, y[:3]))
+    with pytest.raises(TypeError, match="data"):
+        eb.diagonal_fisher(model, [x, y])
+    with pytest.raises(ValueError, match="batched"):
+        eb.diagonal_fisher(model, tf.data.Dataset.from_tensor_slices((x[0], x[0])))

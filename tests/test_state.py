@@ -1,0 +1,82 @@
+"""Consolidation state on disk: exact round trip, atomic write, refusal of mismatched models."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import ewcbook as eb
+
+
+def _penalties():
+    keras.utils.set_random_seed(0)
+    model = eb.mlp(4, (6,), input_shape=(5,))
+    rng = np.random.default_rng(0)
+    fisher = [rng.random(v.shape).astype("float32") for v in model.trainable_variables]
+    online = eb.OnlineEWC(model, fisher, strength=12.5, gamma=0.9)
+    online.consolidate([f * 2 for f in fisher])
+    return model, [eb.L2Anchor(model, 0.5), eb.EWC(model, fisher, 3.0), online]
+
+
+def test_round_trip_is_exact(tmp_path):
+    model, penalties = _penalties()
+    path = tmp_path / "state.npz"
+    eb.save_state(path, penalties)
+    fresh = eb.mlp(4, (6,), input_shape=(5,))
+    loaded = eb.load_state(path, fresh)
+    assert [type(p) for p in loaded] == [type(p) for p in penalties]
+    for old, new in zip(penalties, loaded):
+        assert (new.strength, new.task_count, getattr(new, "gamma", None)) == (
+            old.strength,
+            old.task_count,
+            getattr(old, "gamma", None),
+        )
+        for a, b in zip(old.anchors, new.anchors):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        if old.importance is not None:
+            for a, b in zip(old.importance, new.importance):
+                np.testing.assert_array_equal(a.numpy(), b.numpy())
+        assert new.variables == list(fresh.trainable_variables)
+    fresh.set_weights(model.get_weights())
+    for old, new in zip(penalties, loaded):
+        assert float(old()) == float(new())
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
+    _, penalties = _penalties()
+    path = tmp_path / "state.npz"
+    eb.save_state(path, penalties[0])
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        eb.save_state(path, penalties)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["state.npz"]
+
+
+def test_mismatched_models_are_refused(tmp_path):
+    _, penalties = _penalties()
+    path = tmp_path / "state.npz"
+    eb.save_state(path, penalties)
+    with pytest.raises(ValueError, match="does not match"):
+        eb.load_state(path, eb.mlp(4, (7,), input_shape=(5,)))
+    with pytest.raises(ValueError, match="does not match"):
+        eb.load_state(path, eb.mlp(4, (6,), input_shape=(5,), name="other"))
+
+
+def test_bad_arguments_are_named(tmp_path):
+    model, penalties = _penalties()
+    with pytest.raises(TypeError, match="penalties"):
+        eb.save_state(tmp_path / "s.npz", [])
+    with pytest.raises(ValueError, match="path"):
+        eb.save_state(tmp_path / "s.pkl", penalties)
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(ValueError, match="not an ewcbook"):
+        eb.load_state(tmp_path / "other.npz", model)
+    with pytest.raises(TypeError, match="model"):
+        eb.load_state(tmp_path / "other.npz", "model")

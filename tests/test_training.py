@@ -1,0 +1,70 @@
+"""ContinualModel: penalties inside model.fit, logged, and a clear stop on NaN."""
+
+import keras
+import numpy as np
+import pytest
+
+import ewcbook as eb
+
+
+def _setup(strength=1.0):
+    keras.utils.set_random_seed(0)
+    net = eb.mlp(3, (8,), input_shape=(5,))
+    x = np.random.default_rng(0).normal(size=(64, 5)).astype("float32")
+    y = np.arange(64) % 3
+    learner = eb.ContinualModel(net, [eb.L2Anchor(net, strength)])
+    learner.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    return learner, x, y
+
+
+def test_fit_logs_the_penalty_and_keeps_history_and_callbacks():
+    learner, x, y = _setup()
+    seen = []
+    callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(dict(logs)))
+    history = learner.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[callback])
+    assert set(history.history) >= {"loss", "accuracy", "penalty"}
+    assert len(seen) == 3 and all("penalty" in logs for logs in seen)
+    assert history.history["penalty"][-1] > 0, "weights moved away from the anchor"
+
+
+def test_penalty_enters_the_gradient():
+    free, x, y = _setup(strength=0.0)
+    stiff, _, _ = _setup(strength=1e4)
+    start = [v.numpy() for v in stiff.trainable_variables]
+    free.fit(x, y, epochs=5, verbose=0)
+    stiff.fit(x, y, epochs=5, verbose=0)
+    moved = lambda m: max(np.abs(v.numpy() - s).max() for v, s in zip(m.trainable_variables, start))  # noqa: E731
+    assert moved(stiff) < 0.2 * moved(free)
+
+
+def test_setting_penalties_rebuilds_the_training_step():
+    learner, x, y = _setup(strength=0.0)
+    learner.fit(x, y, epochs=1, verbose=0)
+    learner.penalties = []
+    history = learner.fit(x, y, epochs=1, verbose=0)
+    assert history.history["penalty"] == [0.0]
+
+
+def test_non_finite_loss_stops_training_with_a_clear_error():
+    learner, x, y = _setup()
+    learner.compile(optimizer=keras.optimizers.SGD(1e30), loss=keras.losses.SparseCategoricalCrossentropy(True))
+    with pytest.raises(eb.NonFiniteLossError, match="strength or learning rate"):
+        learner.fit(x * 1e10, y, epochs=3, verbose=0)
+
+
+def test_bad_arguments_are_named():
+    net = eb.mlp(3, (8,), input_shape=(5,))
+    with pytest.raises(TypeError, match="network"):
+        eb.ContinualModel("net")
+    with pytest.raises(TypeError, match="penalties"):
+        eb.ContinualModel(net, penalties=[1.0])
+    with pytest.raises(ValueError, match="num_classes"):
+        eb.mlp(1)
+    with pytest.raises(ValueError, match="hidden"):
+        eb.mlp(5, (0,))
+    with pytest.raises(ValueError, match="dropout"):
+        eb.mlp(5, dropout=1.0)
+    with pytest.raises(ValueError, match="seed"):
+        eb.set_seed(-1)
