@@ -2,7 +2,7 @@
 
 The blog post the book grows out of has three bugs that change its results.
 This module re-implements each one, in a few lines of our own, so that the
-[appendix](appendix_original_post.ipynb) and chapter 4 can measure what they
+book's appendix and chapter 4 can measure what they
 do next to the book's correct code. **Do not use these functions to train a
 model you care about**: use :func:`ewcbook.fisher.diagonal_fisher`,
 :class:`ewcbook.penalties.L2Anchor` and :meth:`ewcbook.data.Task.dataset`.
