@@ -96,6 +96,7 @@ class Task:
         batch_size: int = 128,
         shuffle: bool | None = None,
         seed: int = 0,
+        limit: int | None = None,
     ) -> tf.data.Dataset:
         """A batched ``tf.data`` pipeline of ``(image, label)`` pairs.
 
@@ -110,8 +111,10 @@ class Task:
             shuffle: shuffle every epoch; defaults to ``True`` for ``"train"``
                 and ``False`` for ``"test"``.
             seed: int seed of the shuffle.
+            limit: use only the first ``limit`` examples (``None``: all).
         """
-        x, y = self.arrays(split)
+        _check_limit(limit)
+        x, y = _head(*self.arrays(split), limit)
         _check_positive_int(batch_size, "batch_size")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")

@@ -84,8 +84,8 @@ def consolidate(
     if method == "l2":
         learner.penalties = learner.penalties + [make_penalty("l2", learner, strength)]
         return
-    data = task.dataset("train", batch_size=1024, shuffle=False)
-    fisher = diagonal_fisher(learner, data, estimator=estimator, num_samples=fisher_samples, seed=seed)
+    data = task.dataset("train", batch_size=1024, shuffle=False, limit=fisher_samples)
+    fisher = diagonal_fisher(learner, data, estimator=estimator, seed=seed)
     online = [p for p in learner.penalties if isinstance(p, OnlineEWC)]
     if method == "online_ewc" and online:
         online[0].consolidate(fisher)
@@ -229,8 +229,8 @@ def strength_sweep(
         weights_a = learner.get_weights()
         fisher = None
         if method == "ewc":
-            data = task_a.dataset("train", batch_size=1024, shuffle=False)
-            fisher = diagonal_fisher(learner, data, estimator=estimator, num_samples=fisher_samples, seed=seed)
+            data = task_a.dataset("train", batch_size=1024, shuffle=False, limit=fisher_samples)
+            fisher = diagonal_fisher(learner, data, estimator=estimator, seed=seed)
         for strength in strengths:
             learner.set_weights(weights_a)
             learner.penalties = [] if method == "none" else [make_penalty(method, learner, strength, fisher)]

@@ -146,3 +146,11 @@ def test_offline_without_data_gives_a_clear_message(monkeypatch):
 def test_dataset_yields_float_images_with_int_labels():
     x, y = next(iter(_tiny_task().dataset("train", batch_size=4)))
     assert x.shape == (4, 28, 28, 1) and x.dtype == tf.float32 and y.dtype.is_integer
+
+
+def test_dataset_limit_keeps_the_first_examples():
+    task = _tiny_task()
+    labels = np.concatenate([y.numpy() for _, y in task.dataset("train", batch_size=8, shuffle=False, limit=12)])
+    np.testing.assert_array_equal(labels, task.y_train[:12])
+    with pytest.raises(ValueError, match="limit"):
+        task.dataset("train", limit=0)
