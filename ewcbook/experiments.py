@@ -41,6 +41,8 @@ def fit_task(
         raise TypeError(f"learner must be a ContinualModel, got {type(learner).__name__}")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
     learner.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -79,6 +81,8 @@ def consolidate(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(learner, ContinualModel):
+        raise TypeError(f"learner must be a ContinualModel, got {type(learner).__name__}")
     if method == "none":
         return
     if method == "l2":
@@ -215,9 +219,11 @@ def strength_sweep(
         raise ValueError(f"method must be 'none', 'l2' or 'ewc', got {method!r}")
     if len(tasks) != 2 or not all(isinstance(t, Task) for t in tasks):
         raise TypeError("tasks must be a list of two Task objects [task_a, task_b]")
-    strengths = [0.0] if method == "none" else [float(s) for s in strengths]
+    strengths = [0.0] if method == "none" else list(strengths)
     if not strengths:
         raise ValueError("strengths must not be empty")
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"seeds must be a non-empty sequence of ints >= 0, got {seeds!r}")
     epochs_a, epochs_b = (epochs, epochs) if isinstance(epochs, int) else epochs
     task_a, task_b = tasks
     rows = []

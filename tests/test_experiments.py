@@ -1,0 +1,69 @@
+"""Task sequences on tiny synthetic tasks: the accuracy matrix, penalties added per task, errors."""
+
+import numpy as np
+import pytest
+
+import ewcbook as eb
+
+
+def _tasks():
+    rng = np.random.default_rng(0)
+    tasks = []
+    for k in range(3):
+        x = rng.integers(0, 256, size=(64, 28, 28, 1), dtype=np.uint8)
+        y = (x.reshape(64, -1)[:, k] > 127).astype(int)
+        tasks.append(eb.Task(f"T{k}", x, y, x, y, num_classes=2))
+    return tasks
+
+
+@pytest.mark.parametrize(
+    "method, kinds", [("none", []), ("l2", ["l2", "l2"]), ("ewc", ["ewc", "ewc"]), ("online_ewc", ["online_ewc"])]
+)
+def test_train_sequence_fills_the_matrix_and_adds_one_penalty_per_task(method, kinds):
+    eb.set_seed(0)
+    result = eb.train_sequence(eb.mlp(2, (8,)), _tasks(), method=method, strength=1.0, epochs=1, batch_size=32)
+    assert result.R.shape == (3, 3) and np.all((0 <= result.R) & (result.R <= 1))
+    assert [p.kind for p in result.learner.penalties] == kinds
+    if method == "online_ewc":
+        assert result.learner.penalties[0].task_count == 2
+    assert len(result.histories) == 3 and "penalty" in result.histories[0].history
+
+
+def test_train_sequence_is_deterministic():
+    runs = []
+    for _ in range(2):
+        eb.set_seed(3)
+        runs.append(eb.train_sequence(eb.mlp(2, (8,)), _tasks()[:2], method="ewc", strength=10.0, epochs=1).R)
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_strength_sweep_rows():
+    rows = eb.strength_sweep(lambda: eb.mlp(2, (8,)), _tasks()[:2], "l2", [0.1, 10.0], seeds=(0, 1), epochs=1)
+    assert [(r["seed"], r["strength"]) for r in rows] == [(0, 0.1), (0, 10.0), (1, 0.1), (1, 10.0)]
+    assert all(r["mean"] == pytest.approx((r["acc_A"] + r["acc_B"]) / 2) for r in rows)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda t: eb.train_sequence(eb.mlp(2, (8,)), t, method="si"), ValueError, "method"),
+        (lambda t: eb.train_sequence(eb.mlp(2, (8,)), [], method="none"), TypeError, "tasks"),
+        (lambda t: eb.train_sequence(eb.mlp(2, (8,)), t, epochs=[1, 2]), ValueError, "epochs"),
+        (lambda t: eb.train_sequence(eb.mlp(2, (8,)), t, method="l2", strength=-1.0), ValueError, "strength"),
+        (lambda t: eb.fit_task(eb.mlp(2, (8,)), t[0], epochs=1), TypeError, "learner"),
+        (lambda t: eb.fit_task(eb.ContinualModel(eb.mlp(2, (8,))), t[0], epochs=0), ValueError, "epochs"),
+        (
+            lambda t: eb.fit_task(eb.ContinualModel(eb.mlp(2, (8,))), t[0], epochs=1, learning_rate=0),
+            ValueError,
+            "learning_rate",
+        ),
+        (lambda t: eb.consolidate("ewc", eb.mlp(2, (8,)), t[0], 1.0), TypeError, "learner"),
+        (lambda t: eb.strength_sweep(lambda: eb.mlp(2, (8,)), t[:2], "online_ewc", [1.0]), ValueError, "method"),
+        (lambda t: eb.strength_sweep(lambda: eb.mlp(2, (8,)), t, "l2", [1.0]), TypeError, "two Task"),
+        (lambda t: eb.strength_sweep(lambda: eb.mlp(2, (8,)), t[:2], "l2", []), ValueError, "strengths"),
+        (lambda t: eb.strength_sweep(lambda: eb.mlp(2, (8,)), t[:2], "l2", [1.0], seeds=()), ValueError, "seeds"),
+    ],
+)
+def test_bad_arguments_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_tasks())
