@@ -4,6 +4,7 @@ Data flow: data -> models -> fisher -> penalties -> training -> evaluation,
 with state (saving consolidation) and plots on the side.
 """
 
+from ewcbook import plots
 from ewcbook.data import Task, joint, permuted_mnist, split_mnist, validation_split
 from ewcbook.evaluation import (
     TaskAccuracyHistory,
@@ -24,6 +25,7 @@ from ewcbook.utils import set_seed
 __version__ = "0.1.0"
 
 __all__ = [
+    "plots",
     "EWC",
     "ContinualModel",
     "L2Anchor",
