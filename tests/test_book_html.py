@@ -183,7 +183,7 @@ def test_page_renders_offline(doc, site, browser):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / f"{pathlib.PurePosixPath(doc).name}.png"), full_page=True)
         colab_links = page.eval_on_selector_all("a[href*='colab.research.google.com']", "els => els.map(e => e.href)")
-        launch_button = page.locator("a[title='Launch on Colab']").count()
+        launch_button = page.locator(".dropdown-launch-buttons a[href*='colab.research.google.com']").count()
     finally:
         context.close()
 
