@@ -27,6 +27,8 @@ Methods, all giving the same numbers:
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -102,20 +104,16 @@ def diagonal_fisher(
         method = "fast" if steps is not None else "vectorized"
     variables = model.trainable_variables
     x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
-    signature = [
-        tf.TensorSpec([None, *x_spec.shape[1:]], x_spec.dtype),
-        tf.TensorSpec([None], y_spec.dtype),
-        tf.TensorSpec([2], tf.int32),
-    ]
-    if method == "fast":
-        batch_fn = tf.function(lambda x, y, s: _fast_batch(steps, x, y, s, estimator), input_signature=signature)
-        order = [v for kind, layer in steps if kind == "dense" for v in _dense_variables(layer)]
-    elif method == "vectorized":
-        batch_fn = tf.function(lambda x, y, s: _vectorized_batch(model, x, y, s, estimator), input_signature=signature)
-        order = variables
-    else:
+    signature = (tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype)
+    if method == "loop":
         batch_fn = lambda x, y, s: _loop_batch(model, x, y, s, estimator)  # noqa: E731
-        order = variables
+    else:
+        batch_fn = _compiled(model, steps if method == "fast" else None, estimator, signature)
+    order = (
+        [v for kind, layer in steps if kind == "dense" for v in _dense_variables(layer)]
+        if method == "fast"
+        else variables
+    )
 
     totals = [tf.zeros(v.shape, tf.float32) for v in order]
     count = 0
@@ -135,6 +133,27 @@ def diagonal_fisher(
         raise ValueError("data must contain at least one example, got an empty dataset")
     by_id = {id(v): t / count for v, t in zip(order, totals)}
     return [by_id[id(v)] for v in variables]
+
+
+_COMPILED = weakref.WeakKeyDictionary()  # model -> {(method, estimator, input signature): tf.function}
+
+
+def _compiled(model, steps, estimator, signature):
+    """The traced per-batch function, made once per model, method, estimator and input
+    signature, so repeated calls (a loop over sample sizes, say) do not trace again."""
+    cache = _COMPILED.setdefault(model, {})
+    layers = None if steps is None else tuple(id(layer) for _, layer in steps)
+    key = (layers, estimator, signature)
+    if key not in cache:
+        shape, x_dtype, y_dtype = signature
+        spec = [tf.TensorSpec([None, *shape], x_dtype), tf.TensorSpec([None], y_dtype), tf.TensorSpec([2], tf.int32)]
+        if steps is not None:
+            fn = lambda x, y, s: _fast_batch(steps, x, y, s, estimator)  # noqa: E731
+        else:
+            ref = weakref.ref(model)  # the cache must not keep the model alive
+            fn = lambda x, y, s: _vectorized_batch(ref(), x, y, s, estimator)  # noqa: E731
+        cache[key] = tf.function(fn, input_signature=spec)
+    return cache[key]
 
 
 def _check_model(model) -> None:

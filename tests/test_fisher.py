@@ -163,3 +163,22 @@ def test_bad_models_and_data_are_refused():
         eb.diagonal_fisher(model, [x, y])
     with pytest.raises(ValueError, match="batched"):
         eb.diagonal_fisher(model, tf.data.Dataset.from_tensor_slices((x[0], x[0])))
+
+
+@pytest.mark.parametrize("method", ["fast", "vectorized"])
+def test_traced_functions_are_reused_and_do_not_keep_models_alive(method):
+    import gc
+    import weakref
+
+    from ewcbook import fisher as fisher_module
+
+    x, y = _data()
+    model = _dense_stack()
+    eb.diagonal_fisher(model, (x, y), method=method)
+    compiled = dict(fisher_module._COMPILED[model])
+    eb.diagonal_fisher(model, (x[:5], y[:5]), method=method)
+    assert fisher_module._COMPILED[model] == compiled, "the same traced function serves every call"
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None
