@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ewcbook.data import Task
+from ewcbook.data import Task, _check_positive_int
 
 
 def post_fisher(model: keras.Model, dataset: tf.data.Dataset, num_batches: int, *, broadcast: bool = True):
@@ -171,10 +171,3 @@ def post_pipeline(task: Task, split: str = "train", *, batch_size: int = 128, se
     ds = ds.shuffle(len(x), seed=int(seed))  # the bug: shuffle before cache
     ds = ds.cache()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _check_positive_int(value, name: str) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
