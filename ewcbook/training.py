@@ -77,8 +77,8 @@ class ContinualModel(keras.Model):
             if not callable(p):
                 raise TypeError(f"penalties must be callables returning a scalar, got {type(p).__name__}")
         self._penalties = penalties
-        # the traced training and evaluation steps captured the old list
-        self.train_function = self.test_function = self.predict_function = None
+        # the traced training and evaluation steps captured the old list (prediction has no penalty)
+        self.train_function = self.test_function = None
 
     def call(self, x, training=False):
         return self.network(x, training=training)

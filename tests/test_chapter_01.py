@@ -1,0 +1,36 @@
+"""Chapter 1 (catastrophic forgetting): its claims, in the smoke run and in the committed full run."""
+
+import nbformat
+import pytest
+from conftest import BOOK, glued_values
+
+CHAPTER = "01_forgetting.ipynb"
+KEYS = ["ch1_joint_acc_a", "ch1_joint_acc_b", "ch1_seq_acc_a", "ch1_seq_acc_b", "ch1_seq_acc_a_before"]
+
+
+def check_claims(v, *, learned, min_drop):
+    assert all(0.0 <= v[k] <= 1.0 for k in KEYS)
+    # joint training learns both tasks
+    assert v["ch1_joint_acc_a"] > learned and v["ch1_joint_acc_b"] > learned
+    # sequential training learns A, then learns B ...
+    assert v["ch1_seq_acc_a_before"] > learned and v["ch1_seq_acc_b"] > learned
+    # ... and forgets A: a large drop, far below joint training
+    assert v["ch1_seq_acc_a_before"] - v["ch1_seq_acc_a"] > min_drop
+    assert v["ch1_joint_acc_a"] - v["ch1_seq_acc_a"] > min_drop
+    # the forgetting curve: A is already low after the first epoch of B
+    assert v["ch1_acc_a_after_one_b_epoch"] < v["ch1_seq_acc_a_before"] - min_drop
+
+
+@pytest.mark.notebooks
+def test_smoke_run_forgets(run_chapter):
+    v = run_chapter(CHAPTER)
+    assert v["ch1_epochs"] == 1 and v["ch1_n_train_a"] == 2000
+    check_claims(v, learned=0.7, min_drop=0.2)
+
+
+def test_committed_full_run_forgets():
+    v = glued_values(nbformat.read(BOOK / CHAPTER, as_version=4))
+    assert v["ch1_epochs"] == 6 and v["ch1_n_train_a"] > 29000 and v["ch1_n_train_b"] > 30000
+    check_claims(v, learned=0.95, min_drop=0.5)
+    # before training on B the network does worse than chance on B (it confuses odd digits with even ones)
+    assert v["ch1_seq_acc_b_before"] < 0.2
