@@ -25,7 +25,7 @@ PROFILES = {
 SPLIT_STRENGTHS = {"none": 0.0, "l2": 1.0, "ewc": 1e4}
 
 #: Chapter 6's permuted-MNIST settings.
-PERMUTED = {"hidden": (400, 400), "epochs": 2, "batch_size": 128, "fisher_samples": 1000}
+PERMUTED = {"hidden": (400, 400), "epochs": 2, "batch_size": 256, "fisher_samples": 1000}
 PERMUTED_STRENGTHS = {"none": 0.0, "ewc": 100.0}
 
 

@@ -24,6 +24,7 @@ def _check_claims(vals):
 
 
 @pytest.mark.notebooks
+@pytest.mark.mnist
 def test_appendix_smoke(run_chapter):
     _check_claims(run_chapter(CHAPTER))
 

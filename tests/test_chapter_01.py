@@ -22,6 +22,7 @@ def check_claims(v, *, learned, min_drop):
 
 
 @pytest.mark.notebooks
+@pytest.mark.mnist
 def test_smoke_run_forgets(run_chapter):
     v = run_chapter(CHAPTER)
     assert v["ch1_epochs"] == 1 and v["ch1_n_train_a"] == 2000

@@ -25,6 +25,7 @@ def check_claims(v, *, margin):
 
 
 @pytest.mark.notebooks
+@pytest.mark.mnist
 def test_smoke_run_trade_off(run_chapter):
     v = run_chapter(CHAPTER)
     assert v["ch3_epochs"] == 1

@@ -27,6 +27,7 @@ def _check_claims(vals):
 
 
 @pytest.mark.notebooks
+@pytest.mark.mnist
 def test_chapter_04_smoke(run_chapter):
     _check_claims(run_chapter(CHAPTER))
 

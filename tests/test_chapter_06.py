@@ -27,6 +27,7 @@ def check_claims(vals: dict, *, margin: float) -> None:
 
 
 @pytest.mark.notebooks
+@pytest.mark.mnist
 def test_chapter_06_smoke(run_chapter):
     vals = run_chapter(CHAPTER)
     assert vals["ch6_num_tasks"] == 3
