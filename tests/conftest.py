@@ -14,6 +14,25 @@ BOOK = ROOT / "book"
 GLUE_PREFIX = "application/papermill.record/"
 
 
+def toc_documents() -> list[str]:
+    """The documents of _toc.yml in reading order, as paths without extension (book/intro, ...)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    docs = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries or []:
+            if "file" in entry:
+                docs.append(entry["file"])
+            walk(entry.get("sections"))
+
+    for part in toc.get("parts", []):
+        walk(part.get("chapters"))
+    walk(toc.get("chapters"))
+    return docs
+
+
 def mnist_error() -> str | None:
     """None if tfds.load("mnist") works here (from its cache, or by downloading), else why not."""
     from ewcbook.data import MNISTUnavailableError, load_mnist

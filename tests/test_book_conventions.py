@@ -25,6 +25,7 @@ import urllib.parse
 import nbformat
 import pytest
 import yaml
+from conftest import toc_documents
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -42,23 +43,7 @@ PROGRESS_BAR = re.compile(r"━|\r|\d+/\d+ \[=*[>.]")
 REMOTE_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*https?://|<img[^>]+src=[\"']https?://", re.I)
 
 
-def _toc_docs() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    docs = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                docs.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return docs
-
-
-DOCS = _toc_docs()
+DOCS = toc_documents()
 
 
 def _source(doc: str) -> pathlib.Path:

@@ -32,6 +32,7 @@ import urllib.parse
 
 import pytest
 import yaml
+from conftest import toc_documents
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -49,23 +50,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 90_000  # two shared CPU cores: MathJax on a long chapter can take a while
-
-
-def _toc_files() -> list[str]:
-    """Documents of _toc.yml in reading order, as paths without extension (book/intro, ...)."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
 
 
 def _source(doc: str) -> pathlib.Path | None:
@@ -148,7 +132,7 @@ async () => {
 }
 """
 
-DOCS = _toc_files()
+DOCS = toc_documents()
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[pathlib.PurePosixPath(d).name for d in DOCS])
