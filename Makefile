@@ -2,23 +2,38 @@
 # Both work on a fresh machine with Python 3.11: they create .venv and install
 # the project (pinned by constraints.txt) when it is missing or out of date.
 # Offline, point TFDS at a prepared MNIST first: export TFDS_DATA_DIR=...
+#
+# The committed chapters hold the published outputs. Nothing but
+# `make update-book` (for maintainers) rewrites them: `make book` and
+# `make test` execute copies under _build/executed/ and build the HTML from those.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHAPTERS := $(sort $(wildcard book/[0-9]*.ipynb)) $(wildcard book/appendix*.ipynb)
+EXECUTED := _build/executed
+PAPERMILL := $(BIN)/papermill --cwd book -k python3 --no-progress-bar --log-level WARNING
+# pytest -k expression that selects the published-number tests of $(CHAPTERS)
+empty :=
+space := $(empty) $(empty)
+CHAPTER_NAMES := $(subst $(space), or ,$(strip $(basename $(notdir $(CHAPTERS)))))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install lint unit chapters nbval execute html book browser test reproduce benchmark clean
+.PHONY: help install lint unit smoke nbval claims execute executed-tree html html-executed book update-book browser \
+	test reproduce benchmark clean
 
 help:
-	@echo "make book       execute every chapter (full profile, real MNIST) and build _build/html"
-	@echo "make test       lint, unit tests, chapter claims (smoke), nbval, HTML build and browser check"
-	@echo "make execute    re-run every chapter in place with papermill (full profile)"
-	@echo "make html       build _build/html from the committed chapter outputs"
-	@echo "make reproduce  python -m ewcbook reproduce --profile full"
+	@echo "make book         execute every chapter (full profile, real MNIST) into _build/executed, build _build/html"
+	@echo "make test         lint, unit tests, nbval + published numbers + claims on one fresh run, HTML, browser"
+	@echo "make nbval        execute chapters once (nbval), check their text and their published numbers"
+	@echo "                  (one chapter: make nbval CHAPTERS=book/01_forgetting.ipynb)"
+	@echo "make smoke        run every chapter's smoke profile (seconds each) and its claims"
+	@echo "make html         build _build/html from the committed chapter outputs"
+	@echo "make update-book  maintainers: re-run every chapter in place and commit the new published outputs"
+	@echo "make reproduce    python -m ewcbook reproduce --profile full"
+	@echo "make benchmark    training and Fisher benchmarks against a raw TensorFlow loop"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,36 +46,73 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check .
 
+# fast tests: the library, and the chapters' claims on their committed outputs
 unit: install
 	$(BIN)/python -m pytest tests -m "not notebooks" --ignore=tests/test_book_html.py
 
-chapters: install
+# every chapter's smoke profile with papermill, and its claims (for development; CI runs the full profile once)
+smoke: install
 	$(BIN)/python -m pytest tests -m notebooks
 
+# nbval executes each chapter once (full profile) and compares the text of its checked cells, numbers
+# masked (tests/nbval_sanitize.cfg); tests/nbval_record.py keeps the run in _build/executed/, whose glued
+# numbers tests/test_published.py then compares with the committed ones (tolerances: tests/published.py)
 nbval: install
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 -p no:randomly $(CHAPTERS)
+	rm -f $(addprefix $(EXECUTED)/,$(CHAPTERS))
+	PYTHONPATH=tests $(BIN)/python -m pytest -p nbval_record --nbval-lax --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:randomly $(CHAPTERS)
+	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_published.py -k "$(CHAPTER_NAMES)"
 
+# every chapter's claims, on the committed outputs and on the fresh run of `make nbval`
+claims: install
+	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_chapter_*.py tests/test_appendix.py -m "not notebooks"
+
+# execute every chapter's full profile into _build/executed/book/ (the committed chapters stay as they are)
 execute: install
+	@mkdir -p $(EXECUTED)/book
 	@for nb in $(CHAPTERS); do \
 		echo "== $$nb"; \
-		$(BIN)/papermill $$nb $$nb --cwd book -k python3 --no-progress-bar --log-level WARNING || exit 1; \
+		$(PAPERMILL) $$nb $(EXECUTED)/$$nb || exit 1; \
 	done
 
+# the book's sources beside the executed chapters, so that Jupyter Book can build from them
+executed-tree:
+	bash tools/fetch_mathjax.sh
+	mkdir -p $(EXECUTED)/book $(EXECUTED)/build
+	cp _config.yml _toc.yml $(EXECUTED)/
+	cp book/*.md book/*.bib $(EXECUTED)/book/
+	cp -r tools $(EXECUTED)/
+	rm -rf $(EXECUTED)/build/mathjax_static && cp -r build/mathjax_static $(EXECUTED)/build/
+	@for nb in $(CHAPTERS); do test -f $(EXECUTED)/$$nb || { echo "$(EXECUTED)/$$nb missing: make execute"; exit 1; }; done
+
+# _build/html from the committed outputs (what the published book shows)
 html: install
 	bash tools/fetch_mathjax.sh
 	$(BIN)/jupyter-book build . -W --keep-going
 
-book: execute html
+# _build/html from the chapters executed into _build/executed
+html-executed: install executed-tree
+	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --all -W --keep-going
+
+book: execute html-executed
+
+# maintainers: re-run every chapter in place; commit the notebooks, whose outputs are the published numbers
+update-book: install
+	@for nb in $(CHAPTERS); do \
+		echo "== $$nb"; \
+		$(PAPERMILL) $$nb $$nb || exit 1; \
+	done
 
 browser: install
 	$(BIN)/python -m pytest tests/test_book_html.py
 
-test: lint unit chapters nbval html browser
+test: lint unit nbval claims html-executed browser
 
 reproduce: install
 	$(BIN)/python -m ewcbook reproduce --profile full
 
 benchmark: install
+	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/fisher.py
 
 clean:

@@ -1,7 +1,8 @@
 """ewcbook: Elastic Weight Consolidation in Keras 3, the library of the book.
 
 Data flow: data -> models -> fisher -> penalties -> training -> evaluation,
-with state (saving consolidation) and plots on the side.
+with experiments (task sequences, λ sweeps), sweeps (copies of a network
+trained side by side), state (saving consolidation) and plots on the side.
 """
 
 from ewcbook import plots
@@ -19,6 +20,7 @@ from ewcbook.fisher import diagonal_fisher
 from ewcbook.models import mlp
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
 from ewcbook.state import load_state, save_state
+from ewcbook.sweeps import copy_accuracies, copy_weights, stack_network, train_copies
 from ewcbook.training import ContinualModel, NonFiniteLossError
 from ewcbook.utils import set_seed
 
@@ -37,6 +39,8 @@ __all__ = [
     "average_accuracy",
     "backward_transfer",
     "consolidate",
+    "copy_accuracies",
+    "copy_weights",
     "diagonal_fisher",
     "evaluate_tasks",
     "fit_task",
@@ -49,8 +53,10 @@ __all__ = [
     "save_state",
     "set_seed",
     "split_mnist",
+    "stack_network",
     "strength_sweep",
     "task_accuracy",
+    "train_copies",
     "train_sequence",
     "validation_split",
 ]

@@ -1,9 +1,9 @@
 """MNIST tasks for continual learning: split MNIST and permuted MNIST.
 
 Data flow: ``tfds.load("mnist")`` -> numpy arrays -> :class:`Task` objects
-(images kept as uint8, labels already remapped) -> ``tf.data`` pipelines made
-by :meth:`Task.dataset` (normalise, optionally permute pixels, cache, shuffle
-afresh every epoch from a fixed seed, batch, prefetch).
+(images kept as uint8, labels already remapped) -> :meth:`Task.inputs`, the
+whole split normalised and permuted in one op -> :meth:`Task.dataset`, batches
+gathered from it in memory (a fresh order every epoch from a fixed seed).
 """
 
 from __future__ import annotations
@@ -89,6 +89,19 @@ class Task:
             return self.x_test, self.y_test
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
 
+    def inputs(self, split: str, limit: int | None = None) -> tf.Tensor:
+        """The images of ``split`` as the network sees them: float32 in [0, 1],
+        shape ``(N, 28, 28, 1)``, permuted if the task has a permutation.
+
+        One vectorised op over the whole split (about 0.1 s for 60,000
+        images on 2 cores), so nothing is cached and nothing is done per example.
+        """
+        _check_limit(limit)
+        x, _ = _head(*self.arrays(split), limit)
+        perm = np.arange(NUM_PIXELS) if self.permutation is None else self.permutation
+        flat = _normalise_and_permute(tf.constant(x.reshape(len(x), -1)), tf.constant(perm, tf.int32))
+        return tf.reshape(flat, (len(x), *x.shape[1:]))
+
     def dataset(
         self,
         split: str,
@@ -100,10 +113,11 @@ class Task:
     ) -> tf.data.Dataset:
         """A batched ``tf.data`` pipeline of ``(image, label)`` pairs.
 
-        Images are float32 in [0, 1], shape ``(28, 28, 1)``, permuted if the
-        task has a permutation. The pipeline caches the preprocessed examples
-        *before* shuffling, so each epoch draws a fresh order (from ``seed``,
-        the same sequence of orders on every run) without recomputing them.
+        Images are those of :meth:`inputs`, held in memory as one tensor.
+        Nothing is done per example: each pass over the dataset (each epoch)
+        draws one permutation of the indices, from a sequence of epoch seeds
+        fixed by ``seed`` (the same orders on every run), and each batch is
+        one gather of ``batch_size`` rows.
 
         Args:
             split: ``"train"`` or ``"test"``.
@@ -114,26 +128,32 @@ class Task:
             limit: use only the first ``limit`` examples (``None``: all).
         """
         _check_limit(limit)
-        x, y = _head(*self.arrays(split), limit)
+        _, y = _head(*self.arrays(split), limit)
         _check_positive_int(batch_size, "batch_size")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         if shuffle is None:
             shuffle = split == "train"
-        permutation = None if self.permutation is None else tf.constant(self.permutation)
+        x, y = self.inputs(split, limit), tf.constant(y)
+        n, num_batches = len(y), -(-len(y) // batch_size)
 
-        def preprocess(image, label):
-            image = tf.cast(image, tf.float32) / 255.0
-            if permutation is not None:
-                flat = tf.gather(tf.reshape(image, [NUM_PIXELS]), permutation)
-                image = tf.reshape(flat, [28, 28, 1])
-            return image, label
+        def batches_of(order):  # one epoch: the indices cut into batches
+            cut = n // batch_size * batch_size
+            ds = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:cut], [-1, batch_size]))
+            return ds.concatenate(tf.data.Dataset.from_tensors(order[cut:])) if n % batch_size else ds
 
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE).cache()
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=int(seed), reshuffle_each_iteration=True)
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        if shuffle:  # a new epoch seed on each pass, from a fixed sequence that depends on `seed` only
+            epoch_seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).take(1)
+            orders = epoch_seeds.map(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), [s, int(seed)]))
+        else:
+            orders = tf.data.Dataset.from_tensors(tf.range(n))
+        ds = orders.flat_map(batches_of).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        return ds.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(tf.data.AUTOTUNE)
+
+
+@tf.function(reduce_retracing=True)
+def _normalise_and_permute(flat_uint8, permutation):
+    return tf.gather(tf.cast(flat_uint8, tf.float32) / 255.0, permutation, axis=1)
 
 
 def _check_positive_int(value, name: str) -> None:

@@ -11,23 +11,65 @@ R[i, j] is the accuracy on task j after training on tasks 0..i. From it:
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
+import tensorflow as tf
 
-from ewcbook.data import Task
+from ewcbook.data import NUM_PIXELS, Task
 
 
-def task_accuracy(model: keras.Model, task: Task, split: str = "test", *, batch_size: int = 1024) -> float:
-    """Fraction of ``task``'s ``split`` that ``model`` classifies correctly."""
+def task_accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
+    """Fraction of ``task``'s ``split`` that ``model`` classifies correctly.
+
+    The whole split goes through one traced function per model (made once
+    and reused), which normalises and permutes the uint8 images itself: no
+    input pipeline is built and nothing is retraced from task to task.
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
     if not isinstance(task, Task):
         raise TypeError(f"task must be a Task, got {type(task).__name__}")
-    logits = model.predict(task.dataset(split, batch_size=batch_size, shuffle=False), verbose=0)
-    _, labels = task.arrays(split)
-    if logits.shape[-1] < task.num_classes:
-        raise ValueError(f"model has {logits.shape[-1]} outputs but task {task.name} has {task.num_classes} classes")
-    return float(np.mean(np.argmax(logits, axis=-1) == labels))
+    correct, num_outputs = count_correct(model, task, split)
+    if num_outputs < task.num_classes:
+        raise ValueError(f"model has {num_outputs} outputs but task {task.name} has {task.num_classes} classes")
+    return float(correct) / len(task.arrays(split)[1])
+
+
+def count_correct(model: keras.Model, task: Task, split: str = "test"):
+    """(number of correct predictions on ``task``'s ``split``, number of outputs).
+
+    For a stack of copies (:mod:`ewcbook.sweeps`), whose logits are
+    ``(copies, examples, classes)``, the count is an array, one per copy.
+    """
+    images, labels = task.arrays(split)
+    permutation = np.arange(NUM_PIXELS) if task.permutation is None else task.permutation
+    correct, num_outputs = _counter(model)(
+        tf.constant(images.reshape(len(images), -1)),
+        tf.constant(permutation, tf.int32),
+        tf.constant(labels, tf.int64),
+        images.shape[1:],
+    )
+    return correct.numpy(), int(num_outputs)
+
+
+_COUNTERS = weakref.WeakKeyDictionary()  # model -> traced counting function
+
+
+def _counter(model):
+    if model not in _COUNTERS:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        @tf.function(reduce_retracing=True)
+        def count(flat, permutation, labels, shape):
+            x = tf.reshape(tf.gather(tf.cast(flat, tf.float32) / 255.0, permutation, axis=1), [-1, *shape])
+            logits = ref()(x, training=False)
+            correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=-1) == labels, tf.int64), axis=-1)
+            return correct, tf.shape(logits)[-1]
+
+        _COUNTERS[model] = count
+    return _COUNTERS[model]
 
 
 def evaluate_tasks(model: keras.Model, tasks, split: str = "test") -> np.ndarray:
@@ -66,29 +108,60 @@ def forgetting(R) -> float:
 
 
 class TaskAccuracyHistory(keras.callbacks.Callback):
-    """Evaluates every task at the end of each epoch (for forgetting curves).
+    """Evaluates every task during training (for forgetting curves).
 
-    After ``fit``, :attr:`accuracies` is an array of shape (epochs, tasks);
-    the same numbers are added to Keras' logs as ``acc_<task name>``, so
-    they also appear in ``History``.
+    By default at the end of each epoch; with ``every_batches=n``, after
+    every n training batches instead (Keras calls batch hooks once per
+    execution, so n should be a multiple of ``steps_per_execution``; pass
+    ``steps_per_execution=n`` to :func:`ewcbook.experiments.fit_task`).
+
+    After ``fit``, :attr:`accuracies` is an array of shape (points, tasks)
+    and :attr:`steps` the number of training batches seen at each point,
+    counted across every ``fit`` the callback was given to. At epoch ends the
+    numbers are also added to Keras' logs as ``acc_<task name>``, so they
+    appear in ``History``.
 
     Args:
         tasks: the tasks to evaluate, e.g. ``[task_a, task_b]``.
         split: ``"test"`` (default) or ``"train"``.
+        every_batches: ``None`` (each epoch) or a positive int.
     """
 
-    def __init__(self, tasks, split: str = "test"):
+    def __init__(self, tasks, split: str = "test", every_batches: int | None = None):
         super().__init__()
         if isinstance(tasks, Task) or not tasks or not all(isinstance(t, Task) for t in tasks):
             raise TypeError("tasks must be a non-empty list of Task objects")
-        self.tasks, self.split, self.rows = list(tasks), split, []
+        if every_batches is not None and (
+            not isinstance(every_batches, int) or isinstance(every_batches, bool) or every_batches <= 0
+        ):
+            raise ValueError(f"every_batches must be None or a positive int, got {every_batches!r}")
+        self.tasks, self.split, self.every_batches = list(tasks), split, every_batches
+        self.rows, self.step_counts, self._seen, self._epoch_start = [], [], 0, 0
 
     @property
     def accuracies(self) -> np.ndarray:
         return np.array(self.rows).reshape(-1, len(self.tasks))
 
+    @property
+    def steps(self) -> np.ndarray:
+        return np.array(self.step_counts)
+
+    def _record(self):
+        self.rows.append(evaluate_tasks(self.model, self.tasks, self.split))
+        self.step_counts.append(self._seen)
+        return self.rows[-1]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._seen
+
+    def on_train_batch_end(self, batch, logs=None):
+        before, self._seen = self._seen, self._epoch_start + batch + 1
+        if self.every_batches and self._seen // self.every_batches > before // self.every_batches:
+            self._record()
+
     def on_epoch_end(self, epoch, logs=None):
-        row = evaluate_tasks(self.model, self.tasks, self.split)
-        self.rows.append(row)
+        if self.every_batches:
+            return
+        row = self._record()
         if logs is not None:
             logs.update({f"acc_{t.name}": float(a) for t, a in zip(self.tasks, row)})

@@ -21,7 +21,7 @@ from ewcbook.fisher import diagonal_fisher
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
 from ewcbook.training import ContinualModel
 
-METHODS = ("none", "l2", "ewc", "online_ewc")
+METHODS = ("none", "l2", "l2_moving", "ewc", "online_ewc")
 
 
 def fit_task(
@@ -34,33 +34,81 @@ def fit_task(
     seed: int = 0,
     callbacks=(),
     verbose: int = 0,
+    steps_per_execution: int = 32,
+    reset_optimizer: bool = True,
 ) -> keras.callbacks.History:
-    """Train ``learner`` on ``task`` with a fresh Adam optimizer and sparse
-    categorical cross-entropy on logits; its penalties are added to the loss."""
+    """Train ``learner`` on ``task`` with Adam and sparse categorical
+    cross-entropy on logits; its penalties are added to the loss.
+
+    Args:
+        learner: the model to train.
+        task: the task; its training split is shuffled afresh every epoch
+            from ``seed``.
+        epochs, batch_size, learning_rate: the protocol.
+        callbacks, verbose: passed to ``fit``.
+        steps_per_execution: batches per call of the traced training step
+            (Keras' ``compile`` argument): fewer round trips to Python.
+            Batch-level callbacks run once per execution.
+        reset_optimizer: ``True`` (default) starts every task with a fresh
+            Adam (zero moments, step 0); ``False`` keeps its state from the
+            previous task.
+
+    The learner is compiled once; later calls with the same learning rate
+    and ``steps_per_execution`` only reset the optimizer's variables to
+    their initial values (the same as a fresh Adam), so the traced step is
+    reused instead of traced again for every task.
+    """
     if not isinstance(learner, ContinualModel):
         raise TypeError(f"learner must be a ContinualModel, got {type(learner).__name__}")
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or not learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    if not isinstance(steps_per_execution, int) or isinstance(steps_per_execution, bool) or steps_per_execution <= 0:
+        raise ValueError(f"steps_per_execution must be a positive int, got {steps_per_execution!r}")
+    if not isinstance(reset_optimizer, bool):
+        raise TypeError(f"reset_optimizer must be a bool, got {type(reset_optimizer).__name__}")
+    _compile(learner, float(learning_rate), steps_per_execution, reset_optimizer)
+    data = task.dataset("train", batch_size=batch_size, seed=seed)
+    return learner.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks), shuffle=False)
+
+
+def _compile(learner, learning_rate, steps_per_execution, reset_optimizer) -> None:
+    """Compile ``learner`` for :func:`fit_task`, or reset the optimizer it was compiled with."""
+    settings = (learning_rate, steps_per_execution)
+    made = getattr(learner, "_fit_task_compiled", None)
+    if made is not None and made[0] == settings and made[1] is learner.optimizer:
+        if reset_optimizer:
+            for variable, value in zip(learner.optimizer.variables, made[2]):
+                variable.assign(value)
+        return
     learner.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
-    data = task.dataset("train", batch_size=batch_size, seed=seed)
-    return learner.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks), shuffle=False)
+    learner.optimizer.build(learner.trainable_variables)
+    learner._fit_task_compiled = (settings, learner.optimizer, [v.numpy() for v in learner.optimizer.variables])
 
 
 def make_penalty(method: str, learner: ContinualModel, strength: float, fisher=None, gamma: float = 1.0):
     """The penalty of ``method`` anchored at ``learner``'s current weights."""
     if method == "l2":
         return L2Anchor(learner, strength)
+    if method == "l2_moving":
+        return L2Anchor(learner, strength, moving=True)
     if method == "ewc":
         return EWC(learner, fisher, strength)
     if method == "online_ewc":
         return OnlineEWC(learner, fisher, strength, gamma)
-    raise ValueError(f"method must be 'l2', 'ewc' or 'online_ewc', got {method!r}")
+    raise ValueError(f"method must be 'l2', 'l2_moving', 'ewc' or 'online_ewc', got {method!r}")
+
+
+def _is_method(penalty, method: str) -> bool:
+    if method in ("l2", "l2_moving"):
+        return isinstance(penalty, L2Anchor) and penalty.moving == (method == "l2_moving")
+    return type(penalty) is {"ewc": EWC, "online_ewc": OnlineEWC}[method]
 
 
 def consolidate(
@@ -69,15 +117,19 @@ def consolidate(
     task: Task,
     strength: float,
     *,
-    estimator: str = "true",
+    estimator: str = "sampled",
     fisher_samples: int | None = None,
     gamma: float = 1.0,
     seed: int = 0,
 ) -> None:
-    """Add (or update) ``learner``'s penalty for ``task``, just learned.
+    """Add ``task``, just learned, to ``learner``'s penalty for ``method``.
 
-    ``"none"`` adds nothing; ``"l2"`` and ``"ewc"`` add one penalty per task;
-    ``"online_ewc"`` keeps a single :class:`OnlineEWC` and folds each task in.
+    ``"none"`` adds nothing. The first call adds one penalty; later calls
+    fold each task into that same penalty (one quadratic, see
+    :mod:`ewcbook.penalties`): ``"l2"`` and ``"ewc"`` add an anchor for the
+    task (the sum of per-task penalties), ``"l2_moving"`` moves the anchor,
+    ``"online_ewc"`` decays the Fisher by γ, adds the new one and moves the
+    anchor.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -85,16 +137,17 @@ def consolidate(
         raise TypeError(f"learner must be a ContinualModel, got {type(learner).__name__}")
     if method == "none":
         return
-    if method == "l2":
-        learner.penalties = learner.penalties + [make_penalty("l2", learner, strength)]
-        return
-    data = task.dataset("train", batch_size=1024, shuffle=False, limit=fisher_samples)
-    fisher = diagonal_fisher(learner, data, estimator=estimator, seed=seed)
-    online = [p for p in learner.penalties if isinstance(p, OnlineEWC)]
-    if method == "online_ewc" and online:
-        online[0].consolidate(fisher)
-    else:
+    fisher = None
+    if method in ("ewc", "online_ewc"):
+        data = (task.inputs("train", fisher_samples), task.arrays("train")[1][:fisher_samples])
+        fisher = diagonal_fisher(learner, data, estimator=estimator, seed=seed)
+    existing = [p for p in learner.penalties if _is_method(p, method)]
+    if not existing:
         learner.penalties = learner.penalties + [make_penalty(method, learner, strength, fisher, gamma)]
+    elif fisher is None:
+        existing[0].consolidate()
+    else:
+        existing[0].consolidate(fisher)
 
 
 @dataclasses.dataclass
@@ -123,25 +176,28 @@ def train_sequence(
     epochs=6,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
-    estimator: str = "true",
+    estimator: str = "sampled",
     fisher_samples: int | None = None,
     gamma: float = 1.0,
     seed: int = 0,
     callbacks=(),
     verbose: int = 0,
+    reset_optimizer: bool = True,
 ) -> SequenceResult:
     """Train ``network`` on ``tasks`` in order with ``method``'s penalty.
 
     Args:
         network: a built Keras model that outputs logits.
         tasks: the tasks, in training order.
-        method: ``"none"``, ``"l2"``, ``"ewc"`` or ``"online_ewc"``.
+        method: one of :data:`METHODS` (see :func:`consolidate`).
         strength: λ of the penalty (ignored by ``"none"``).
         epochs: epochs per task, an int or one int per task.
         estimator, fisher_samples: passed to :func:`ewcbook.fisher.diagonal_fisher`.
         gamma: γ of online EWC.
         seed: seed of the shuffles and of the Fisher's sampled labels.
         callbacks: Keras callbacks for every ``fit``.
+        reset_optimizer: a fresh Adam for every task (``True``) or one Adam
+            kept across the whole sequence.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -164,6 +220,7 @@ def train_sequence(
                 seed=seed + i,
                 callbacks=callbacks,
                 verbose=verbose,
+                reset_optimizer=reset_optimizer,
             )
         )
         R[i] = evaluate_tasks(learner, tasks)
@@ -191,14 +248,15 @@ def strength_sweep(
     epochs=6,
     batch_size: int = 128,
     learning_rate: float = 1e-3,
-    estimator: str = "true",
+    estimator: str = "sampled",
     fisher_samples: int | None = None,
 ) -> list[dict]:
     """Accuracy on two tasks for each penalty strength, over several seeds.
 
     Task A is trained once per seed; every strength then starts task B from
     the same weights (and, for EWC, the same Fisher), so the strengths differ
-    only in λ.
+    only in λ. The strengths of a seed train side by side as one model
+    (:func:`ewcbook.sweeps.train_copies`), each exactly as it would alone.
 
     Args:
         make_network: a function with no arguments returning a fresh network.
@@ -213,6 +271,7 @@ def strength_sweep(
         ``acc_A``, ``acc_B``, ``mean`` (of the two) and ``acc_A_before`` (after
         task A only).
     """
+    from ewcbook.sweeps import copy_accuracies, train_copies
     from ewcbook.utils import set_seed
 
     if method not in ("none", "l2", "ewc"):
@@ -232,18 +291,20 @@ def strength_sweep(
         learner = ContinualModel(make_network())
         fit_task(learner, task_a, epochs=epochs_a, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
         before = evaluate_tasks(learner, [task_a])[0]
-        weights_a = learner.get_weights()
         fisher = None
         if method == "ewc":
-            data = task_a.dataset("train", batch_size=1024, shuffle=False, limit=fisher_samples)
+            data = (task_a.inputs("train", fisher_samples), task_a.arrays("train")[1][:fisher_samples])
             fisher = diagonal_fisher(learner, data, estimator=estimator, seed=seed)
-        for strength in strengths:
-            learner.set_weights(weights_a)
-            learner.penalties = [] if method == "none" else [make_penalty(method, learner, strength, fisher)]
-            fit_task(
-                learner, task_b, epochs=epochs_b, batch_size=batch_size, learning_rate=learning_rate, seed=seed + 1
-            )
-            acc_a, acc_b = evaluate_tasks(learner, tasks)
+        stacked = train_copies(
+            learner.network,
+            task_b,
+            [(0.0 if method == "none" else s, fisher) for s in strengths],
+            epochs=epochs_b,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed + 1,
+        )
+        for strength, (acc_a, acc_b) in zip(strengths, copy_accuracies(stacked, tasks)):
             rows.append(
                 {
                     "method": method,

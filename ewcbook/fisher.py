@@ -4,12 +4,24 @@ For a model p(y | x, θ) and inputs x_1..x_N, the diagonal Fisher is
 
     F = 1/N Σ_i E_{y ~ q_i} [ (∂ log p(y | x_i, θ) / ∂θ)² ]
 
-computed from *per-example* gradients (squaring a batch's summed gradient
-is a different, wrong quantity). The estimators differ in q_i:
+computed from *per-example* gradients. The estimators differ in q_i and
+are named as in the literature (e.g. van de Ven 2025):
 
-* ``"true"``: one y sampled from the model's own prediction p(· | x_i);
-* ``"exact"``: the expectation over every class, weighted by p(· | x_i);
-* ``"empirical"``: q_i puts all its mass on the data label y_i.
+* ``"sampled"``: one y sampled from the model's own prediction p(· | x_i),
+  a one-sample Monte Carlo estimate of the true Fisher (``"true"`` is kept
+  as an alias of ``"sampled"`` for code written before the rename);
+* ``"exact"``: the expectation over every class, weighted by p(· | x_i):
+  the true Fisher itself;
+* ``"empirical"``: q_i puts all its mass on the data label y_i (not a
+  Fisher of the model, a second moment of the data's gradients).
+
+Why per example. With labels drawn from the model, E[g_i] = 0, so the
+squared gradient of a batch's *sum* divided by its size n is still an
+unbiased estimate of the (sampled) Fisher, only far noisier: it is one
+effective sample per batch instead of n. With data labels (the empirical
+Fisher) E[g_i] ≠ 0 and the n(n−1) cross terms bias it. Per-example squares
+have neither problem, and the fast method below gets them for the price of
+a batch gradient.
 
 Methods, all giving the same numbers:
 
@@ -33,7 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-ESTIMATORS = ("true", "exact", "empirical")
+ESTIMATORS = ("sampled", "exact", "empirical")
+ALIASES = {"true": "sampled"}  # the book's first name for the sampled estimator
 METHODS = ("auto", "fast", "vectorized", "loop")
 
 
@@ -41,7 +54,7 @@ def diagonal_fisher(
     model: keras.Model,
     data,
     *,
-    estimator: str = "true",
+    estimator: str = "sampled",
     num_samples: int | None = None,
     seed: int | None = None,
     method: str = "auto",
@@ -55,10 +68,11 @@ def diagonal_fisher(
             such as sample weights, are ignored), or a tuple ``(x, y)`` of
             arrays with float inputs. The labels are used only by
             ``"empirical"``.
-        estimator: ``"true"``, ``"exact"`` or ``"empirical"`` (see module).
+        estimator: ``"sampled"``, ``"exact"`` or ``"empirical"`` (see module);
+            ``"true"`` is an alias of ``"sampled"``.
         num_samples: use only the first ``num_samples`` examples of ``data``
             (a positive int); ``None`` uses all.
-        seed: int seed of the labels sampled by ``"true"``; ``None`` draws
+        seed: int seed of the labels sampled by ``"sampled"``; ``None`` draws
             one from NumPy's global generator (seeded by
             ``keras.utils.set_random_seed``).
         method: ``"auto"``, ``"fast"``, ``"vectorized"`` or ``"loop"``.
@@ -79,8 +93,9 @@ def diagonal_fisher(
         True
     """
     _check_model(model)
+    estimator = ALIASES.get(estimator, estimator)
     if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        raise ValueError(f"estimator must be one of {ESTIMATORS} (or its alias 'true'), got {estimator!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if num_samples is not None and (
@@ -92,6 +107,8 @@ def diagonal_fisher(
     elif not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
     dataset = _as_dataset(data, batch_size)
+    _check_inputs_fit(model, dataset.element_spec[0])
+    num_outputs = _num_outputs(model)
 
     steps = _dense_steps(model)
     if method == "fast" and steps is None:
@@ -119,6 +136,8 @@ def diagonal_fisher(
     count = 0
     for step, batch in enumerate(dataset):
         x, y = batch[0], batch[1]
+        if estimator == "empirical":
+            _check_labels(y, num_outputs)
         if num_samples is not None:
             x, y = x[: num_samples - count], y[: num_samples - count]
         n = int(tf.shape(x)[0])
@@ -169,6 +188,50 @@ def _check_model(model) -> None:
         raise ValueError(
             f"model must output logits, but the last layer of {model.name!r} applies softmax; "
             "use activation=None and from_logits=True in the loss"
+        )
+
+
+def _model_input_shape(model):
+    from ewcbook.training import ContinualModel
+
+    if isinstance(model, ContinualModel):
+        model = model.network
+    inputs = getattr(model, "inputs", None)
+    return tuple(inputs[0].shape) if inputs else None
+
+
+def _check_inputs_fit(model, x_spec) -> None:
+    """Refuse unbatched data or images of another shape than the model's input, naming ``data``."""
+    expected = _model_input_shape(model)
+    got = tuple(x_spec.shape)
+    if expected is None or x_spec.shape.rank is None:
+        return
+    if len(got) == len(expected) - 1 and all(g in (None, e) for g, e in zip(got, expected[1:])):
+        raise ValueError(
+            f"data must be batched: its inputs have shape {got}, one example of {model.name!r}; "
+            "use dataset.batch(...)"
+        )
+    mismatch = any(g is not None and e is not None and g != e for g, e in zip(got[1:], expected[1:]))
+    if len(got) != len(expected) or mismatch:
+        raise ValueError(
+            f"data's inputs have shape {got[1:]} per example, but {model.name!r} takes inputs of shape {expected[1:]}"
+        )
+
+
+def _num_outputs(model) -> int | None:
+    from ewcbook.training import ContinualModel
+
+    network = model.network if isinstance(model, ContinualModel) else model
+    outputs = getattr(network, "outputs", None)
+    return int(outputs[0].shape[-1]) if outputs and outputs[0].shape[-1] is not None else None
+
+
+def _check_labels(y, num_outputs) -> None:
+    labels = np.asarray(y)
+    if labels.size and (labels.min() < 0 or (num_outputs is not None and labels.max() >= num_outputs)):
+        raise ValueError(
+            f"data's labels must be class indices in [0, {num_outputs}) for the model's {num_outputs} outputs "
+            f"(estimator='empirical' uses them), got labels from {labels.min()} to {labels.max()}"
         )
 
 
@@ -240,7 +303,7 @@ def _labels(logits, y, seed, estimator):
     if estimator == "exact":
         probs = tf.nn.softmax(logits)
         return [(tf.one_hot(tf.fill([tf.shape(logits)[0]], c), num_classes), probs[:, c]) for c in range(num_classes)]
-    if estimator == "true":
+    if estimator == "sampled":
         y = tf.random.stateless_categorical(logits, 1, seed=seed)[:, 0]
     else:
         tf.debugging.assert_less(tf.cast(y, tf.int64), tf.cast(num_classes, tf.int64), "labels out of range")

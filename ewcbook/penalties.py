@@ -1,16 +1,26 @@
-"""Quadratic penalties that anchor a model's weights to where a task left them.
+"""Quadratic penalties that anchor a model's weights to where earlier tasks left them.
 
 Every penalty here has the form
 
-    Ω(θ) = λ/2 · Σ_j w_j (θ_j − θ*_j)²
+    Ω(θ) = λ/2 · [ Σ_j w_j (θ_j − θ̄_j)² + c ]
 
-with θ* the anchor (a copy of the weights when the penalty was made), λ the
-``strength`` and w_j a per-weight importance:
+with θ̄ an anchor, λ the ``strength``, w_j a per-weight importance and c a
+constant that only matters for the logged value:
 
 * :class:`L2Anchor`: w = 1 for every weight;
 * :class:`EWC`: w = the diagonal Fisher of the task (Kirkpatrick et al. 2017);
-* :class:`OnlineEWC`: one running Fisher F ← γF + F_new and a single anchor,
-  moved after each task (Schwarz et al. 2018).
+* :class:`OnlineEWC`: one running Fisher F ← γF + F_new and an anchor moved
+  to the newest weights after each task (Schwarz et al. 2018).
+
+Many tasks, one quadratic. A sum of per-task quadratics is itself one
+quadratic: Σ_t F_t (θ − θ_t)² = S (θ − θ̄)² + c with S = Σ_t F_t,
+θ̄ = Σ_t F_t θ_t / S and c = Σ_t F_t θ_t² − S θ̄². So :meth:`EWC.consolidate`
+(and :meth:`L2Anchor.consolidate`) folds each new task into the same two
+arrays per variable: per-task EWC holds 2P numbers, not 2P per task, and a
+training step costs the same after ten tasks as after one, with the same
+value and gradient as the separate penalties. What really distinguishes
+:class:`OnlineEWC` is where its anchor sits (at the newest weights, not at
+the Fisher-weighted mean of all anchors) and the decay γ.
 
 The scale of λ. :func:`ewcbook.fisher.diagonal_fisher` returns the Fisher of
 *one* example (the mean over examples) and Keras losses are means over a
@@ -21,7 +31,9 @@ as if it had 100 times more data. Useful values span many decades, so sweep λ
 on a log grid.
 
 A penalty is a callable with no arguments that returns a scalar tensor; give
-a list of them to :class:`ewcbook.training.ContinualModel`.
+a list of them to :class:`ewcbook.training.ContinualModel`. Penalties that
+:mod:`ewcbook.state` can save implement ``kind``, ``get_config``,
+``state_arrays`` and ``from_state``.
 """
 
 from __future__ import annotations
@@ -32,9 +44,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+#: kind -> class, for :mod:`ewcbook.state` (filled by ``Penalty.__init_subclass__``)
+REGISTRY: dict[str, type] = {}
+
 
 class Penalty:
-    """λ/2 · Σ w (θ − θ*)² over a model's trainable variables.
+    """λ/2 · [Σ w (θ − θ̄)² + c] over a model's trainable variables.
 
     Args:
         model: a built Keras model; its ``trainable_variables`` are anchored
@@ -46,6 +61,10 @@ class Penalty:
 
     kind = "penalty"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        REGISTRY[cls.kind] = cls
+
     def __init__(self, model: keras.Model, strength: float, importance=None):
         self.variables = _trainable_variables(model)
         self.strength = _check_strength(strength)
@@ -54,16 +73,63 @@ class Penalty:
         if importance is not None:
             importance = _check_importance(importance, self.variables, "fisher")
             self.importance = [tf.Variable(w, trainable=False) for w in importance]
+        self.constant = tf.Variable(0.0, trainable=False)  # c, the part of Σ_t that no weight can change
         self.task_count = 1
 
     def __call__(self) -> tf.Tensor:
-        total = tf.constant(0.0)
+        total = self.constant.value()
         for k, (variable, anchor) in enumerate(zip(self.variables, self.anchors)):
             sq = tf.square(tf.convert_to_tensor(variable) - anchor)
             if self.importance is not None:
                 sq = self.importance[k] * sq
             total += tf.reduce_sum(sq)
         return 0.5 * self.strength * total
+
+    def _merge(self, importance) -> None:
+        """Add a task anchored at the current weights: S ← S + w, θ̄ ← (S θ̄ + w θ) / (S + w), c updated."""
+        olds = [np.ones(v.shape, np.float32) for v in self.variables] if self.importance is None else self.importance
+        olds = [np.asarray(o, np.float64) for o in olds]
+        merged, constant = [], float(self.constant.numpy())
+        for old, new, anchor, variable in zip(olds, importance, self.anchors, self.variables):
+            new, a, theta = np.asarray(new, np.float64), anchor.numpy().astype(np.float64), variable.numpy()
+            total = old + new
+            mean = np.where(total > 0, (old * a + new * theta) / np.where(total > 0, total, 1.0), theta)
+            constant += float(np.sum(old * a**2 + new * theta.astype(np.float64) ** 2 - total * mean**2))
+            anchor.assign(mean.astype(np.float32))
+            merged.append(total.astype(np.float32))
+        if self.importance is None:
+            self.importance = [tf.Variable(m, trainable=False) for m in merged]
+        else:
+            for var, m in zip(self.importance, merged):
+                var.assign(m)
+        self.constant.assign(constant)
+        self.task_count += 1
+
+    # --- saving (see ewcbook.state) ---
+    def get_config(self) -> dict:
+        return {"strength": self.strength, "task_count": self.task_count}
+
+    def state_arrays(self) -> dict:
+        arrays = {f"anchor_{k}": a.numpy() for k, a in enumerate(self.anchors)}
+        if self.importance is not None:
+            arrays.update({f"importance_{k}": w.numpy() for k, w in enumerate(self.importance)})
+        arrays["constant"] = np.array(self.constant.numpy())
+        return arrays
+
+    @classmethod
+    def from_state(cls, model, config: dict, arrays: dict):
+        count = len(_trainable_variables(model))
+        penalty = cls._from_config(model, config, [arrays[f"importance_{k}"] for k in range(count)]
+                                   if "importance_0" in arrays else None)
+        for k, anchor in enumerate(penalty.anchors):
+            anchor.assign(arrays[f"anchor_{k}"])
+        penalty.constant.assign(float(arrays["constant"]))
+        penalty.task_count = int(config["task_count"])
+        return penalty
+
+    @classmethod
+    def _from_config(cls, model, config, importance):
+        return cls(model, config["strength"], importance)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(strength={self.strength:g}, tasks={self.task_count})"
@@ -75,16 +141,46 @@ class L2Anchor(Penalty):
     Squared on purpose: the unsquared norm ‖θ − θ*‖ has the gradient
     (θ − θ*)/‖θ − θ*‖, which is 0/0 = NaN at the anchor, where training on
     the next task starts.
+
+    Args:
+        model: the model right after training on the task (the anchor).
+        strength: λ.
+        moving: what :meth:`consolidate` does after a later task. ``False``
+            (default): add that task's anchor, so the penalty is the sum of
+            one L2 penalty per task (pulling towards the mean of the anchors);
+            ``True``: move the single anchor to the newest weights.
     """
 
     kind = "l2"
 
-    def __init__(self, model: keras.Model, strength: float):
+    def __init__(self, model: keras.Model, strength: float, moving: bool = False):
         super().__init__(model, strength)
+        if not isinstance(moving, bool):
+            raise TypeError(f"moving must be a bool, got {type(moving).__name__}")
+        self.moving = moving
+
+    def consolidate(self) -> None:
+        """Anchor the task just learned too (or move the anchor there, if ``moving``)."""
+        if self.moving:
+            for anchor, variable in zip(self.anchors, self.variables):
+                anchor.assign(variable)
+            self.task_count += 1
+        else:
+            self._merge([np.ones(v.shape, np.float32) for v in self.variables])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "moving": self.moving}
+
+    @classmethod
+    def _from_config(cls, model, config, importance):
+        penalty = cls(model, config["strength"], moving=config.get("moving", False))
+        if importance is not None:
+            penalty.importance = [tf.Variable(np.asarray(w, np.float32), trainable=False) for w in importance]
+        return penalty
 
 
 class EWC(Penalty):
-    """λ/2 · Σ F (θ − θ*)²: Elastic Weight Consolidation for one finished task.
+    """λ/2 · Σ F (θ − θ*)²: Elastic Weight Consolidation.
 
     Args:
         model: the model right after training on the task (the anchor).
@@ -92,8 +188,9 @@ class EWC(Penalty):
             :func:`ewcbook.fisher.diagonal_fisher`.
         strength: λ (see the module's note on its scale).
 
-    For several tasks, make one ``EWC`` per task and use them all, or use
-    :class:`OnlineEWC`.
+    For several tasks, call :meth:`consolidate` after each later one: the
+    penalty stays one quadratic with the value and gradient of the sum of
+    one EWC penalty per task.
     """
 
     kind = "ewc"
@@ -101,13 +198,20 @@ class EWC(Penalty):
     def __init__(self, model: keras.Model, fisher, strength: float):
         super().__init__(model, strength, importance=fisher)
 
+    def consolidate(self, fisher) -> None:
+        """Add the task just learned, with its Fisher, anchored at the current weights."""
+        self._merge(_check_importance(fisher, self.variables, "fisher"))
+
+    @classmethod
+    def _from_config(cls, model, config, importance):
+        return cls(model, importance, config["strength"])
+
 
 class OnlineEWC(Penalty):
     """Online EWC: one anchor and one running Fisher for all past tasks.
 
     After each new task, :meth:`consolidate` sets F ← γ·F + F_new and moves
-    the anchor to the current weights, so memory stays at one Fisher and one
-    anchor however many tasks pass (Schwarz et al. 2018). γ = 1 keeps every
+    the anchor to the current weights (Schwarz et al. 2018). γ = 1 keeps every
     task's Fisher at full weight; γ < 1 lets old tasks fade.
 
     Args:
@@ -129,8 +233,15 @@ class OnlineEWC(Penalty):
         for old, new in zip(self.importance, fisher):
             old.assign(self.gamma * old + new)
         for anchor, variable in zip(self.anchors, self.variables):
-            anchor.assign(variable.numpy())
+            anchor.assign(variable)
         self.task_count += 1
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "gamma": self.gamma}
+
+    @classmethod
+    def _from_config(cls, model, config, importance):
+        return cls(model, importance, config["strength"], config["gamma"])
 
     def __repr__(self) -> str:
         return f"OnlineEWC(strength={self.strength:g}, gamma={self.gamma:g}, tasks={self.task_count})"

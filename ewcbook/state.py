@@ -2,9 +2,13 @@
 earlier one once its data is gone.
 
 The file is a NumPy ``.npz`` (no pickle) holding, for each penalty, its
-kind, strength, γ and task count, its anchors and its Fisher, plus the names
-and shapes of the variables they belong to. It is written to a temporary file
-and renamed, so a crash never leaves half a file behind.
+kind and settings (JSON), its arrays (anchors, importances, ...), and the
+names and shapes of the variables they belong to. It is written to a
+temporary file and renamed, so a crash never leaves half a file behind.
+
+Any penalty class registered in :data:`ewcbook.penalties.REGISTRY` can be
+saved: it provides ``kind``, ``get_config()``, ``state_arrays()`` and
+``from_state(model, config, arrays)``.
 """
 
 from __future__ import annotations
@@ -12,21 +16,23 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 
 import keras
 import numpy as np
 
-from ewcbook.penalties import EWC, L2Anchor, OnlineEWC, Penalty
+from ewcbook.penalties import REGISTRY
 
-_KINDS = {"l2": L2Anchor, "ewc": EWC, "online_ewc": OnlineEWC}
-FORMAT = "ewcbook-consolidation-1"
+FORMAT = "ewcbook-consolidation-2"
 
 
 def save_state(path, penalties) -> None:
     """Write ``penalties`` (a penalty or a list of them) to ``path`` (.npz)."""
-    penalties = [penalties] if isinstance(penalties, Penalty) else list(penalties)
-    if not penalties or not all(isinstance(p, Penalty) and p.kind in _KINDS for p in penalties):
-        raise TypeError("penalties must be an L2Anchor, EWC or OnlineEWC, or a non-empty list of them")
+    penalties = list(penalties) if isinstance(penalties, (list, tuple)) else [penalties]
+    if not penalties or not all(REGISTRY.get(getattr(p, "kind", None)) is type(p) for p in penalties):
+        raise TypeError(
+            f"penalties must be a penalty of ewcbook ({', '.join(sorted(REGISTRY))}) or a non-empty list of them"
+        )
     path = os.fspath(path)
     if not path.endswith(".npz"):
         raise ValueError(f"path must end in .npz, got {path!r}")
@@ -34,18 +40,9 @@ def save_state(path, penalties) -> None:
     arrays = {}
     for i, p in enumerate(penalties):
         meta["penalties"].append(
-            {
-                "kind": p.kind,
-                "strength": p.strength,
-                "gamma": getattr(p, "gamma", None),
-                "task_count": p.task_count,
-                "variables": [[v.path, list(v.shape)] for v in p.variables],
-            }
+            {"kind": p.kind, "config": p.get_config(), "variables": [[v.path, list(v.shape)] for v in p.variables]}
         )
-        for k, anchor in enumerate(p.anchors):
-            arrays[f"p{i}_anchor_{k}"] = anchor.numpy()
-            if p.importance is not None:
-                arrays[f"p{i}_fisher_{k}"] = p.importance[k].numpy()
+        arrays.update({f"p{i}/{name}": np.asarray(value) for name, value in p.state_arrays().items()})
     arrays["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
@@ -58,22 +55,30 @@ def save_state(path, penalties) -> None:
         raise
 
 
-def load_state(path, model: keras.Model) -> list[Penalty]:
+def load_state(path, model: keras.Model) -> list:
     """Read penalties saved by :func:`save_state` and bind them to ``model``.
 
     Raises:
-        ValueError: if the file is not such a file, or ``model``'s trainable
+        ValueError: if ``path`` is not such a file, or ``model``'s trainable
             variables differ from the saved ones in names, shapes or number.
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise TypeError("model must be a built keras.Model")
-    with np.load(os.fspath(path), allow_pickle=False) as f:
-        if "meta" not in f:
-            raise ValueError(f"{path} is not an ewcbook consolidation file (no 'meta' entry)")
-        meta = json.loads(str(f["meta"]))
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-        data = {k: f[k] for k in f.files}
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            if "meta" not in f:
+                raise ValueError(f"path {path} is not an ewcbook consolidation file (no 'meta' entry)")
+            meta = json.loads(str(f["meta"]))
+            data = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ValueError(f"path {path} is not an ewcbook consolidation file (.npz written by save_state)") from error
+    except ValueError as error:
+        if "not an ewcbook" in str(error):
+            raise
+        # np.load reads a file that is no .npz as a pickle and refuses it with allow_pickle=False
+        raise ValueError(f"path {path} is not an ewcbook consolidation file (.npz written by save_state)") from error
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"path {path} has format {meta.get('format')!r}, expected {FORMAT!r}")
     current = [[v.path, list(v.shape)] for v in model.trainable_variables]
     penalties = []
     for i, m in enumerate(meta["penalties"]):
@@ -82,16 +87,9 @@ def load_state(path, model: keras.Model) -> list[Penalty]:
                 f"model {model.name!r} does not match the saved state: its trainable variables are "
                 f"{current}, the file's are {m['variables']} (build the model the same way, with the same layer names)"
             )
-        count = len(m["variables"])
-        fisher = [data[f"p{i}_fisher_{k}"] for k in range(count)] if m["kind"] != "l2" else None
-        if m["kind"] == "l2":
-            p = L2Anchor(model, m["strength"])
-        elif m["kind"] == "ewc":
-            p = EWC(model, fisher, m["strength"])
-        else:
-            p = OnlineEWC(model, fisher, m["strength"], m["gamma"])
-        for anchor, k in zip(p.anchors, range(count)):
-            anchor.assign(data[f"p{i}_anchor_{k}"])
-        p.task_count = m["task_count"]
-        penalties.append(p)
+        if m["kind"] not in REGISTRY:
+            raise ValueError(f"path {path} holds a penalty of unknown kind {m['kind']!r}")
+        prefix = f"p{i}/"
+        arrays = {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
+        penalties.append(REGISTRY[m["kind"]].from_state(model, m["config"], arrays))
     return penalties

@@ -10,6 +10,17 @@ metric, ``penalty``.
     learner.fit(task_a.dataset("train"), epochs=6)
     learner.penalties = [EWC(learner, diagonal_fisher(learner, data_a), strength=100)]
     learner.fit(task_b.dataset("train"), epochs=6)   # logs loss, accuracy, penalty
+
+What is logged. In ``fit``, ``loss`` is the task's loss *plus* the penalty
+(the quantity being minimised) and ``penalty`` the penalty alone. In
+``evaluate``, ``loss`` is the task's loss only (a held-out loss measures the
+task, and a penalty has nothing to do with held-out data); ``penalty`` is
+still reported beside it.
+
+Distribution. Under ``tf.distribute`` (e.g. ``MirroredStrategy``) Keras
+divides each replica's loss by the number of replicas and sums the
+replicas' gradients; the penalty, computed on every replica, is divided the
+same way, so training on N replicas takes the same steps as on one device.
 """
 
 from __future__ import annotations
@@ -25,8 +36,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops ``fit`` with :class:`NonFiniteLossError` at the first batch whose
-    loss is NaN or infinite, instead of carrying on with ruined weights."""
+    """Stops ``fit`` with :class:`NonFiniteLossError` as soon as the logged
+    loss is NaN or infinite, instead of carrying on with ruined weights.
+
+    Keras calls it after every execution of ``steps_per_execution`` batches
+    (:func:`ewcbook.experiments.fit_task` uses 32), with the running mean of
+    the epoch's loss: one non-finite batch makes that mean non-finite, so no
+    bad batch goes unnoticed, and training stops at most 31 batches later.
+    """
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -49,7 +66,8 @@ class ContinualModel(keras.Model):
             :class:`ewcbook.penalties.EWC`; their sum is added to the loss.
 
     Set :attr:`penalties` between tasks; the training step is rebuilt for the
-    new list. ``fit`` always adds :class:`StopOnNonFiniteLoss`.
+    new list. A penalty that changes in place (``EWC.consolidate``) needs no
+    rebuild. ``fit`` always adds :class:`StopOnNonFiniteLoss`.
     """
 
     def __init__(self, network: keras.Model, penalties=(), **kwargs):
@@ -85,9 +103,15 @@ class ContinualModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-        penalty = tf.add_n([p() for p in self._penalties]) if self._penalties else tf.constant(0.0)
+        if not self._penalties:
+            return loss
+        penalty = tf.add_n([p() for p in self._penalties])
         self.penalty_tracker.update_state(penalty)
-        return loss + penalty
+        if not training:
+            return loss
+        # every replica adds the penalty; Keras sums the replicas' gradients (see the module's note)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return loss + penalty / replicas
 
     def fit(self, *args, callbacks=None, **kwargs):
         callbacks = list(callbacks or []) + [StopOnNonFiniteLoss()]

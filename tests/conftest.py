@@ -11,7 +11,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
+EXECUTED = ROOT / "_build" / "executed"  # what `make check` (nbval) last executed, see tests/nbval_record.py
 GLUE_PREFIX = "application/papermill.record/"
+FULL_RUNS = ["committed", "executed"]
 
 
 def toc_documents() -> list[str]:
@@ -74,6 +76,28 @@ def glued_values(notebook) -> dict:
                 values[name] = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 values[name] = text
+    return values
+
+
+def full_run(chapter: str, source: str) -> dict:
+    """Glued values of a chapter's full profile: as committed, or as executed by CI's nbval run.
+
+    ``source="executed"`` reads ``_build/executed/book/<chapter>``; without it the test skips,
+    unless EWCBOOK_REQUIRE_EXECUTED=1 (CI, after the nbval stage), where it fails. Use with
+    ``@pytest.mark.parametrize("source", FULL_RUNS)`` so that every claim is checked on the
+    published numbers and on the fresh run.
+    """
+    import nbformat
+
+    path = (BOOK if source == "committed" else EXECUTED / "book") / chapter
+    if not path.exists():
+        message = f"{path.relative_to(ROOT)} does not exist: run `make check` (nbval) first"
+        if os.environ.get("EWCBOOK_REQUIRE_EXECUTED") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    values = glued_values(nbformat.read(path, as_version=4))
+    if not values:
+        pytest.fail(f"{path.relative_to(ROOT)} holds no glued values: execute it (full profile)")
     return values
 
 

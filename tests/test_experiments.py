@@ -17,15 +17,17 @@ def _tasks():
 
 
 @pytest.mark.parametrize(
-    "method, kinds", [("none", []), ("l2", ["l2", "l2"]), ("ewc", ["ewc", "ewc"]), ("online_ewc", ["online_ewc"])]
+    "method, kinds",
+    [("none", []), ("l2", ["l2"]), ("l2_moving", ["l2"]), ("ewc", ["ewc"]), ("online_ewc", ["online_ewc"])],
 )
-def test_train_sequence_fills_the_matrix_and_adds_one_penalty_per_task(method, kinds):
+def test_train_sequence_fills_the_matrix_and_holds_one_penalty_for_every_task(method, kinds):
     eb.set_seed(0)
     result = eb.train_sequence(eb.mlp(2, (8,)), _tasks(), method=method, strength=1.0, epochs=1, batch_size=32)
     assert result.R.shape == (3, 3) and np.all((0 <= result.R) & (result.R <= 1))
     assert [p.kind for p in result.learner.penalties] == kinds
-    if method == "online_ewc":
+    if kinds:
         assert result.learner.penalties[0].task_count == 2
+        assert getattr(result.learner.penalties[0], "moving", False) == (method == "l2_moving")
     assert len(result.histories) == 3 and "penalty" in result.histories[0].history
 
 

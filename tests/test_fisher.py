@@ -165,6 +165,33 @@ def test_bad_models_and_data_are_refused():
         eb.diagonal_fisher(model, tf.data.Dataset.from_tensor_slices((x[0], x[0])))
 
 
+def test_unbatched_images_wrong_shapes_and_bad_labels_name_data():
+    network = eb.mlp(5, (8,))
+    images = np.random.default_rng(0).random((6, 28, 28, 1)).astype("float32")
+    labels = np.arange(6) % 5
+    unbatched = tf.data.Dataset.from_tensor_slices((images, labels))
+    with pytest.raises(ValueError, match=r"data must be batched.*\(28, 28, 1\)"):
+        eb.diagonal_fisher(network, unbatched)
+    with pytest.raises(ValueError, match=r"data's inputs have shape \(32, 32, 3\).*\(28, 28, 1\)"):
+        eb.diagonal_fisher(network, (np.zeros((4, 32, 32, 3), "float32"), labels[:4]))
+    with pytest.raises(ValueError, match=r"data's labels must be class indices in \[0, 5\).*7"):
+        eb.diagonal_fisher(network, (images, labels + 3), estimator="empirical")
+    with pytest.raises(ValueError, match="labels"):
+        eb.diagonal_fisher(eb.ContinualModel(network), (images, labels - 1), estimator="empirical")
+    eb.diagonal_fisher(network, unbatched.batch(3), estimator="empirical")  # batched: fine
+
+
+def test_sampled_is_the_default_and_true_is_its_alias():
+    x, y = _data()
+    model = _dense_stack()
+    default = eb.diagonal_fisher(model, (x, y), seed=3)
+    for name in ("sampled", "true"):
+        for a, b in zip(default, eb.diagonal_fisher(model, (x, y), estimator=name, seed=3)):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="estimator"):
+        eb.diagonal_fisher(model, (x, y), estimator="monte-carlo")
+
+
 @pytest.mark.parametrize("method", ["fast", "vectorized"])
 def test_traced_functions_are_reused_and_do_not_keep_models_alive(method):
     import gc

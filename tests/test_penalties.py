@@ -120,3 +120,42 @@ def test_huge_strength_does_not_produce_nan_weights():
 def test_bad_arguments_are_named(make, error, match):
     with pytest.raises(error, match=match):
         make(_model())
+
+
+@pytest.mark.parametrize("kind", ["ewc", "l2"])
+def test_merged_penalty_equals_the_sum_of_per_task_penalties_in_value_and_gradient(kind):
+    model = _model()
+    rng = np.random.default_rng(1)
+    fishers = [[rng.random(v.shape).astype("float32") * (k + 1) for v in model.trainable_variables] for k in range(3)]
+    separate, merged = [], None
+    for k, fisher in enumerate(fishers):  # three tasks, each anchored at other weights
+        _shift(model, 0.3 * (k + 1))
+        separate.append(eb.EWC(model, fisher, 7.0) if kind == "ewc" else eb.L2Anchor(model, 7.0))
+        if merged is None:
+            merged = eb.EWC(model, fisher, 7.0) if kind == "ewc" else eb.L2Anchor(model, 7.0)
+        else:
+            merged.consolidate(fisher) if kind == "ewc" else merged.consolidate()
+    assert merged.task_count == 3
+    _shift(model, -0.5)
+    for penalties in (separate, [merged]):
+        with tf.GradientTape() as tape:
+            value = tf.add_n([p() for p in penalties])
+        grads = tape.gradient(value, model.trainable_variables)
+        if penalties is separate:
+            expected_value, expected_grads = float(value), [g.numpy() for g in grads]
+    np.testing.assert_allclose(float(value), expected_value, rtol=1e-5)
+    for g, e in zip(grads, expected_grads):
+        np.testing.assert_allclose(g.numpy(), e, rtol=1e-4, atol=1e-6)
+    # memory: one anchor and one importance per variable, however many tasks
+    assert len(merged.anchors) == len(merged.importance) == len(model.trainable_variables)
+
+
+def test_moving_l2_anchor_keeps_only_the_newest_anchor():
+    model = _model()
+    moving = eb.L2Anchor(model, 2.0, moving=True)
+    _shift(model, 1.0)
+    moving.consolidate()
+    assert moving.task_count == 2 and float(moving()) == 0.0
+    _shift(model, 1.0)
+    n = sum(np.prod(v.shape) for v in model.trainable_variables)
+    assert float(moving()) == pytest.approx(0.5 * 2.0 * n)

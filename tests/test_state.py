@@ -80,3 +80,26 @@ def test_bad_arguments_are_named(tmp_path):
         eb.load_state(tmp_path / "other.npz", model)
     with pytest.raises(TypeError, match="model"):
         eb.load_state(tmp_path / "other.npz", "model")
+
+
+def test_a_file_that_is_not_an_npz_is_refused_with_a_clear_message(tmp_path):
+    model, _ = _penalties()
+    for name, content in (("text.npz", b"not a numpy file at all"), ("empty.npz", b"")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=r"path .* is not an ewcbook consolidation file \(.npz written by"):
+            eb.load_state(tmp_path / name, model)
+
+
+def test_merged_per_task_penalties_round_trip(tmp_path):
+    model, _ = _penalties()
+    rng = np.random.default_rng(2)
+    ewc = eb.EWC(model, [rng.random(v.shape).astype("float32") for v in model.trainable_variables], 2.0)
+    for v in model.trainable_variables:
+        v.assign(v.numpy() + 0.1)
+    ewc.consolidate([rng.random(v.shape).astype("float32") for v in model.trainable_variables])
+    moving = eb.L2Anchor(model, 1.5, moving=True)
+    eb.save_state(tmp_path / "s.npz", [ewc, moving])
+    loaded = eb.load_state(tmp_path / "s.npz", model)
+    assert loaded[0].task_count == 2 and loaded[1].moving is True
+    assert float(loaded[0]()) == pytest.approx(float(ewc()), rel=1e-6)
+    assert float(loaded[0].constant.numpy()) == float(ewc.constant.numpy())

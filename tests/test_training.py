@@ -68,3 +68,50 @@ def test_bad_arguments_are_named():
         eb.mlp(5, dropout=1.0)
     with pytest.raises(ValueError, match="seed"):
         eb.set_seed(-1)
+
+
+def _task(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+    y = (x.reshape(n, -1)[:, seed] > 127).astype(int)
+    return eb.Task(f"T{seed}", x, y, x, y, num_classes=2)
+
+
+def test_fit_task_resets_the_optimizer_like_a_fresh_adam_without_recompiling():
+    tasks = [_task(seed=0), _task(seed=1)]
+    weights = []
+    for reuse in (True, False):
+        keras.utils.set_random_seed(0)
+        learner = eb.ContinualModel(eb.mlp(2, (8,)))
+        eb.fit_task(learner, tasks[0], epochs=2, batch_size=16)
+        step = learner.train_function
+        if not reuse:
+            learner._fit_task_compiled = None  # forces a new compile and a new Adam
+        eb.fit_task(learner, tasks[1], epochs=2, batch_size=16, seed=1)
+        assert (learner.train_function is step) == reuse
+        assert int(learner.optimizer.iterations) == 2 * 6
+        weights.append(learner.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_fit_task_can_keep_the_optimizer_state_across_tasks():
+    learner = eb.ContinualModel(eb.mlp(2, (8,)))
+    eb.fit_task(learner, _task(), epochs=1, batch_size=16)
+    eb.fit_task(learner, _task(seed=1), epochs=1, batch_size=16, reset_optimizer=False)
+    assert int(learner.optimizer.iterations) == 12
+    with pytest.raises(TypeError, match="reset_optimizer"):
+        eb.fit_task(learner, _task(), epochs=1, reset_optimizer=1)
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        eb.fit_task(learner, _task(), epochs=1, steps_per_execution=0)
+
+
+def test_accuracy_history_every_few_batches():
+    task = _task()
+    learner = eb.ContinualModel(eb.mlp(2, (8,)))
+    curve = eb.TaskAccuracyHistory([task], every_batches=2)
+    eb.fit_task(learner, task, epochs=2, batch_size=16, steps_per_execution=2, callbacks=[curve])
+    assert curve.steps.tolist() == [2, 4, 6, 8, 10, 12]
+    assert curve.accuracies.shape == (6, 1)
+    with pytest.raises(ValueError, match="every_batches"):
+        eb.TaskAccuracyHistory([task], every_batches=0)

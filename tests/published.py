@@ -1,0 +1,87 @@
+"""The published numbers, and how far a fresh run may move them: every tolerance in one place.
+
+Every number a chapter's prose shows is glued (``myst_nb.glue``) and stored in
+the committed notebook. CI executes each chapter once (nbval, see
+``tests/nbval_record.py``) and ``tests/test_published.py`` compares every glued
+value of that run with the committed one by the first rule below whose
+pattern matches the glue key (``re.search``), or else by the value's type.
+
+Why tolerances at all: another CPU (a GitHub runner, a reader's laptop, or
+this machine with ``TF_ENABLE_ONEDNN_OPTS=0``) adds floating-point numbers in
+another order. A training run then follows a slightly different path, and
+what it ends at differs in the last digits of the weights and, through them,
+in a few test images: an accuracy over 5,000-10,000 test images moves by a
+few thousandths, a difference of two accuracies by up to twice that, a
+quantity computed from trained weights (a Fisher total, a distance) by a few
+per cent. A timing moves by any amount; a count never moves. The tolerances
+below are set from what such re-runs measured (README, "Published numbers"),
+with a margin, and stay tight enough that a real change fails: changing
+``fit_task``'s learning rate from 1e-3 to 2e-3 moves dozens of values far
+outside them.
+
+Non-numbers: booleans compare exactly; strings (glued sentences, verdicts)
+compare exactly after masking their numbers, since those numbers are glued
+and checked on their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+
+#: (pattern on the glue key, kind, absolute tolerance, relative tolerance); the first match wins.
+RULES = [
+    # wall-clock times, speeds and ratios of times: any value is fine
+    (r"seconds|_time|time_|_ms\b|_ms_|speed|per_step|cost_ratio|runtime", "ignore", None, None),
+    # accuracies, means of accuracies, and differences or intervals of them (fractions of 5,000-10,000 images)
+    (r"acc|mean|forgetting|transfer|bwt|intransigence|drop|gap|_diff|delta|_ci|interval|margin|chance|majority",
+     "number", 0.025, 0.0),
+    # everything else computed from trained weights: Fisher values, distances, ratios, correlations, losses
+    (r".", "number", 1e-6, 0.10),
+]
+
+
+def rule_for(key: str):
+    """The (kind, absolute tolerance, relative tolerance) that applies to glue key ``key``."""
+    for pattern, kind, atol, rtol in RULES:
+        if re.search(pattern, key):
+            return kind, atol, rtol
+    raise AssertionError("the last rule matches every key")
+
+
+def differences(key: str, fresh, committed) -> list[str]:
+    """Why ``fresh`` is not close enough to ``committed`` under the rule of ``key`` ([] when it is)."""
+    kind, atol, rtol = rule_for(key)
+    if kind == "ignore":
+        return []
+    return _compare(key, fresh, committed, atol, rtol)
+
+
+def _compare(where, fresh, committed, atol, rtol) -> list[str]:
+    if isinstance(committed, bool) or isinstance(fresh, bool):
+        return [] if fresh is committed else [f"{where}: {fresh!r} != {committed!r}"]
+    if isinstance(committed, int) and isinstance(fresh, int):  # counts never move
+        return [] if fresh == committed else [f"{where}: count {fresh} != {committed}"]
+    if isinstance(committed, (int, float)) and isinstance(fresh, (int, float)):
+        if math.isnan(committed) or math.isnan(fresh):
+            return [] if math.isnan(committed) and math.isnan(fresh) else [f"{where}: {fresh} != {committed}"]
+        allowed = atol + rtol * abs(committed)
+        if abs(fresh - committed) <= allowed:
+            return []
+        return [f"{where}: {fresh:.6g} differs from the published {committed:.6g} by more than {allowed:.3g}"]
+    if isinstance(committed, str) and isinstance(fresh, str):
+        if NUMBER.sub("#", fresh) == NUMBER.sub("#", committed):
+            return []
+        return [f"{where}: text {fresh!r} != published {committed!r}"]
+    if isinstance(committed, (list, tuple)) and isinstance(fresh, (list, tuple)):
+        if len(fresh) != len(committed):
+            return [f"{where}: {len(fresh)} values instead of {len(committed)}"]
+        pairs = enumerate(zip(fresh, committed))
+        return [d for i, (f, c) in pairs for d in _compare(f"{where}[{i}]", f, c, atol, rtol)]
+    if isinstance(committed, dict) and isinstance(fresh, dict):
+        if set(fresh) != set(committed):
+            return [f"{where}: keys {sorted(fresh)} instead of {sorted(committed)}"]
+        return [d for k in committed for d in _compare(f"{where}[{k!r}]", fresh[k], committed[k], atol, rtol)]
+    return [f"{where}: {type(fresh).__name__} {fresh!r:.80} != {type(committed).__name__} {committed!r:.80}"]
