@@ -39,12 +39,19 @@ import ewcbook as eb  # noqa: E402
 HIDDEN, BATCH, REPEATS = (400, 400), 256, 3
 
 
-def median_time(fn, repeats=REPEATS):
-    times = []
+CPU = {}  # figure -> process CPU seconds (all threads): steadier than wall time on a busy machine
+
+
+def median_time(fn, repeats=REPEATS, name=None):
+    """Median wall seconds of ``fn`` over ``repeats`` calls (and its median CPU seconds in CPU[name])."""
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    if name:
+        CPU[name] = statistics.median(cpu)
     return statistics.median(times)
 
 
@@ -53,25 +60,28 @@ class EpochTimes(keras.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.times = []
+        self.times, self.cpu = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self._start, self._start_cpu = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         self.times.append(time.perf_counter() - self._start)
+        self.cpu.append(time.process_time() - self._start_cpu)
 
 
-def steady_epoch(learner, task, epochs=4):
+def steady_epoch(learner, task, name, epochs=4):
     """Median time of the epochs after the first of one ``fit_task`` call."""
     timer = EpochTimes()
     eb.fit_task(learner, task, epochs=epochs, batch_size=BATCH, callbacks=[timer])
+    CPU[name] = statistics.median(timer.cpu[1:])
     return statistics.median(timer.times[1:])
 
 
 def raw_epoch(task):
     """The limit: batches in memory, one traced loop over them."""
-    x, y = task.inputs("train"), tf.constant(task.y_train)
+    images = task.x_train.reshape(len(task.x_train), -1)[:, task.permutation].astype("float32") / 255.0
+    x, y = tf.constant(images.reshape(task.x_train.shape)), tf.constant(task.y_train)
     steps = len(task.y_train) // BATCH
     xb = tf.reshape(x[: steps * BATCH], [steps, BATCH, *x.shape[1:]])
     yb = tf.reshape(y[: steps * BATCH], [steps, BATCH])
@@ -89,7 +99,7 @@ def raw_epoch(task):
         return loss
 
     epoch()  # trace
-    return median_time(lambda: epoch().numpy())
+    return median_time(lambda: epoch().numpy(), name="raw")
 
 
 def main():
@@ -99,15 +109,15 @@ def main():
 
     learner = eb.ContinualModel(eb.mlp(10, HIDDEN))
     eb.fit_task(learner, tasks[0], epochs=1, batch_size=BATCH)
-    figures["fit"] = steady_epoch(learner, tasks[0])
-    figures["eval"] = median_time(lambda: eb.evaluate_tasks(learner, tasks[:10]))
+    figures["fit"] = steady_epoch(learner, tasks[0], "fit")
+    figures["eval"] = median_time(lambda: eb.evaluate_tasks(learner, tasks[:10]), name="eval")
 
     # per-step cost of EWC with 0, 1 and 9 consolidated tasks (one merged quadratic)
-    figures["ewc0"] = figures["fit"]
+    figures["ewc0"], CPU["ewc0"] = figures["fit"], CPU["fit"]
     for count in range(1, 10):
         eb.consolidate("ewc", learner, tasks[count - 1], 100.0, fisher_samples=1000, seed=count)
         if count in (1, 9):
-            figures[f"ewc{count}"] = steady_epoch(learner, tasks[0])
+            figures[f"ewc{count}"] = steady_epoch(learner, tasks[0], f"ewc{count}")
 
     # a whole new task as chapter 6 runs it: fit 2 epochs, evaluate 10 tasks, consolidate
     def whole_task():
@@ -116,14 +126,15 @@ def main():
         eb.evaluate_tasks(learner, tasks[:10])
         eb.consolidate("ewc", learner, task, 100.0, fisher_samples=1000, seed=10)
 
-    figures["task"] = median_time(whole_task)
+    figures["task"] = median_time(whole_task, name="task")
     figures["overhead"] = figures["task"] - 2 * figures["ewc9"]
+    CPU["overhead"] = CPU["task"] - 2 * CPU["ewc9"]
 
     # sweeps: 16 copies of the seed's network side by side, against 16 solo runs
     task_a, task_b = eb.split_mnist()
     base = eb.ContinualModel(eb.mlp())
     eb.fit_task(base, task_a, epochs=1)
-    fisher = eb.diagonal_fisher(base, (task_a.inputs("train", 2000), task_a.y_train[:2000]))
+    fisher = eb.diagonal_fisher(base, task_a.dataset("train", batch_size=1000, shuffle=False, limit=2000))
     penalties = [(float(s), fisher) for s in np.logspace(-1, 6, 16)]
     start_weights = base.network.get_weights()
 
@@ -138,13 +149,17 @@ def main():
         eb.copy_accuracies(eb.train_copies(base.network, task_b, penalties, epochs=1, seed=1), [task_a, task_b])
 
     base.network.set_weights(start_weights)
-    figures["solo16"] = median_time(solo16, repeats=2)
-    base.network.set_weights(start_weights)
-    figures["sweep"] = median_time(side_by_side, repeats=2)
+    figures["solo16"] = median_time(solo16, repeats=2, name="solo16")
+    if hasattr(eb, "train_copies"):  # ewcbook >= 0.2
+        base.network.set_weights(start_weights)
+        figures["sweep"] = median_time(side_by_side, repeats=2, name="sweep")
+    else:
+        figures["sweep"], CPU["sweep"] = float("nan"), float("nan")
 
-    print("| figure | seconds | / raw epoch |\n|---|---|---|")
+    print("| figure | wall s | / raw epoch | CPU s | / raw epoch |\n|---|---|---|---|---|")
     for name, seconds in figures.items():
-        print(f"| {name} | {seconds:.3f} | {seconds / figures['raw']:.2f} |")
+        cpu = CPU[name]
+        print(f"| {name} | {seconds:.3f} | {seconds / figures['raw']:.2f} | {cpu:.3f} | {cpu / CPU['raw']:.2f} |")
     shown = [k for k in figures if k not in ("raw", "sweep", "solo16")]
     ratios = " ".join(f"{k}={figures[k] / figures['raw']:.2f}" for k in shown)
     print(f"raw={figures['raw']:.3f}s {ratios} ewc9/ewc0={figures['ewc9'] / figures['ewc0']:.2f} "

@@ -247,8 +247,9 @@ def _as_dataset(data, batch_size: int) -> tf.data.Dataset:
         return data
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
-        if not np.issubdtype(np.asarray(x).dtype, np.floating):
-            raise TypeError(f"data's inputs must be floats (normalised images), got {np.asarray(x).dtype}")
+        dtype = tf.as_dtype(x.dtype) if hasattr(x, "dtype") else tf.as_dtype(np.asarray(x).dtype)
+        if not dtype.is_floating:
+            raise TypeError(f"data's inputs must be floats (normalised images), got {dtype.name}")
         if len(x) != len(y):
             raise ValueError(f"data's x and y must have the same length, got {len(x)} and {len(y)}")
         if not isinstance(batch_size, int) or batch_size <= 0:

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import ewcbook as eb
 
@@ -115,3 +116,17 @@ def test_accuracy_history_every_few_batches():
     assert curve.accuracies.shape == (6, 1)
     with pytest.raises(ValueError, match="every_batches"):
         eb.TaskAccuracyHistory([task], every_batches=0)
+
+
+def test_fit_task_stops_on_a_non_finite_loss_within_one_execution():
+    class Exploding:
+        def __call__(self):
+            return tf.constant(float("inf"))
+
+    task = _task()
+    learner = eb.ContinualModel(eb.mlp(2, (8,)), [Exploding()])
+    batches = []
+    seen = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
+    with pytest.raises(eb.NonFiniteLossError):
+        eb.fit_task(learner, task, epochs=3, batch_size=8, steps_per_execution=4, callbacks=[seen])
+    assert batches == [3]  # the first execution of 4 batches already stops training
