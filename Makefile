@@ -59,7 +59,7 @@ smoke: install
 # numbers tests/test_published.py then compares with the committed ones (tolerances: tests/published.py)
 nbval: install
 	rm -f $(addprefix $(EXECUTED)/,$(CHAPTERS))
-	PYTHONPATH=tests $(BIN)/python -m pytest -p nbval_record --nbval-lax --nbval-current-env \
+	PYTHONPATH=tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m pytest -p nbval_record --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:randomly $(CHAPTERS)
 	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_published.py -k "$(CHAPTER_NAMES)"
 

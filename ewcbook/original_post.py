@@ -171,3 +171,37 @@ def post_pipeline(task: Task, split: str = "train", *, batch_size: int = 128, se
     ds = ds.shuffle(len(x), seed=int(seed))  # the bug: shuffle before cache
     ds = ds.cache()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class PostL2Anchor:
+    """The post's unsquared L2 penalty as a penalty of :class:`ewcbook.training.ContinualModel`.
+
+    Anchored at the model's weights when it is made, it returns
+    ``strength`` × :func:`post_l2_penalty` (the post used strength 1), so its
+    gradient is NaN at the anchor. For demonstrating that trap only.
+
+    Args:
+        model: a built Keras model (or ``ContinualModel``) with trainable variables.
+        strength: non-negative float.
+
+    Example:
+        >>> learner.penalties = [PostL2Anchor(learner)]
+        >>> eb.fit_task(learner, task_b)   # raises eb.NonFiniteLossError at batch 1
+    """
+
+    def __init__(self, model: keras.Model, strength: float = 1.0):
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+        if not model.built or not model.trainable_variables:
+            raise ValueError(f"model must be built and have trainable variables; {model.name!r} has none")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
+            raise ValueError(f"strength must be a non-negative number, got {strength!r}")
+        self.variables = model.trainable_variables
+        self.anchors = [tf.constant(v.numpy()) for v in self.variables]
+        self.strength = float(strength)
+
+    def __call__(self) -> tf.Tensor:
+        return self.strength * post_l2_penalty(self.variables, self.anchors)
+
+    def __repr__(self) -> str:
+        return f"PostL2Anchor(strength={self.strength:g})"

@@ -14,6 +14,7 @@ METHODS = {
     "ewc": ("#2ca02c", "EWC"),
     "ewc_empirical": ("#98df8a", "EWC (empirical Fisher)"),
     "online_ewc": ("#9467bd", "online EWC"),
+    "kfac": ("#8c564b", "K-FAC EWC"),
     "post": ("#ff7f0e", "the post's code"),
 }
 

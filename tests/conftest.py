@@ -82,7 +82,8 @@ def glued_values(notebook) -> dict:
 def full_run(chapter: str, source: str) -> dict:
     """Glued values of a chapter's full profile: as committed, or as executed by CI's nbval run.
 
-    ``source="executed"`` reads ``_build/executed/book/<chapter>``; without it the test skips,
+    ``source="executed"`` reads ``_build/executed/book/<chapter>``; without it (or if it was executed
+    from other code than the committed chapter) the test skips,
     unless EWCBOOK_REQUIRE_EXECUTED=1 (CI, after the nbval stage), where it fails. Use with
     ``@pytest.mark.parametrize("source", FULL_RUNS)`` so that every claim is checked on the
     published numbers and on the fresh run.
@@ -90,12 +91,21 @@ def full_run(chapter: str, source: str) -> dict:
     import nbformat
 
     path = (BOOK if source == "committed" else EXECUTED / "book") / chapter
+    message = None
     if not path.exists():
-        message = f"{path.relative_to(ROOT)} does not exist: run `make check` (nbval) first"
+        message = f"{path.relative_to(ROOT)} does not exist: run `make nbval` first"
+    else:
+        notebook = nbformat.read(path, as_version=4)
+        committed = nbformat.read(BOOK / chapter, as_version=4)
+        if [c.source for c in notebook.cells if c.cell_type == "code"] != [
+            c.source for c in committed.cells if c.cell_type == "code"
+        ]:
+            message = f"{path.relative_to(ROOT)} was executed from older code: run `make nbval` again"
+    if message:
         if os.environ.get("EWCBOOK_REQUIRE_EXECUTED") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    values = glued_values(nbformat.read(path, as_version=4))
+    values = glued_values(notebook)
     if not values:
         pytest.fail(f"{path.relative_to(ROOT)} holds no glued values: execute it (full profile)")
     return values

@@ -1,8 +1,7 @@
 """Chapter 1 (catastrophic forgetting): its claims, in the smoke run and in the committed full run."""
 
-import nbformat
 import pytest
-from conftest import BOOK, glued_values
+from conftest import FULL_RUNS, full_run
 
 CHAPTER = "01_forgetting.ipynb"
 KEYS = ["ch1_joint_acc_a", "ch1_joint_acc_b", "ch1_seq_acc_a", "ch1_seq_acc_b", "ch1_seq_acc_a_before"]
@@ -19,6 +18,14 @@ def check_claims(v, *, learned, min_drop):
     assert v["ch1_joint_acc_a"] - v["ch1_seq_acc_a"] > min_drop
     # the forgetting curve: A is already low after the first epoch of B
     assert v["ch1_acc_a_after_one_b_epoch"] < v["ch1_seq_acc_a_before"] - min_drop
+    # the per-batch curve re-runs that first epoch: same end point (op determinism), and halfway is reached inside it
+    assert v["ch1_acc_a_end_first_epoch_batchrun"] == pytest.approx(v["ch1_acc_a_after_one_b_epoch"], abs=0.01)
+    assert 0 < v["ch1_half_loss_batches"] <= v["ch1_batches_per_epoch"]
+    assert v["ch1_half_loss_images"] == 128 * v["ch1_half_loss_batches"]
+    # verdicts produced from the numbers
+    assert v["ch1_b_before_vs_chance"] == ("below" if v["ch1_seq_acc_b_before"] < 0.2 else "above")
+    assert v["ch1_change_ratio"] == pytest.approx(v["ch1_relative_change_b"] / v["ch1_relative_change_a"])
+    assert v["ch1_where_b_after_a"].count("; ") == 4  # one clause per odd digit
 
 
 @pytest.mark.notebooks
@@ -29,8 +36,9 @@ def test_smoke_run_forgets(run_chapter):
     check_claims(v, learned=0.7, min_drop=0.2)
 
 
-def test_committed_full_run_forgets():
-    v = glued_values(nbformat.read(BOOK / CHAPTER, as_version=4))
+@pytest.mark.parametrize("source", FULL_RUNS)
+def test_full_run_forgets(source):
+    v = full_run(CHAPTER, source)
     assert v["ch1_epochs"] == 6 and v["ch1_n_train_a"] > 29000 and v["ch1_n_train_b"] > 30000
     check_claims(v, learned=0.95, min_drop=0.5)
     # before training on B the network does worse than chance on B (it confuses odd digits with even ones)

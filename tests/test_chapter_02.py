@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import nbformat
 import numpy as np
 import pytest
-from conftest import BOOK, glued_values
+from conftest import FULL_RUNS, full_run
 
 CHAPTER = "02_bayesian_view.ipynb"
 
@@ -52,17 +51,37 @@ def check_claims(g: dict) -> None:
     assert g["ch2_lambda_bayes"] / 2 < g["ch2_lambda_best_full"] < 2 * g["ch2_lambda_bayes"]
     assert g["ch2_dist_full_at_bayes"] < 0.05
     assert g["ch2_sweep_min_diag"] > 5 * g["ch2_dist_full_at_bayes"]
+    assert g["ch2_full_best_verdict"] == (
+        "close to" if abs(np.log(g["ch2_lambda_best_full"] / g["ch2_lambda_bayes"])) < np.log(1.5) else "away from")
+
+    # Verdicts produced from the numbers.
+    assert g["ch2_laplace_verdict"] == ("almost perfectly" if g["ch2_tv_laplace"] < 0.15 else "only approximately")
+    assert g["ch2_diag_vs_forgetting"].endswith("times closer") == (g["ch2_dist_diag"] < g["ch2_dist_b_alone"])
+
+    # The spread over data seeds: ranges are ordered, and the lesson sentence matches the count.
+    for key in ("best_full", "best_diag", "ratio"):
+        assert g[f"ch2_spread_{key}_min"] <= g[f"ch2_spread_{key}_max"]
+    assert 0 <= g["ch2_spread_diag_worse_count"] <= g["ch2_num_data_seeds"]
+    assert g["ch2_spread_diag_worse_all"] == (g["ch2_spread_diag_worse_count"] == g["ch2_num_data_seeds"])
+    assert g["ch2_spread_lesson"].startswith("on every one") == g["ch2_spread_diag_worse_all"]
+    assert 0 <= g["ch2_spread_full_near_count"] <= g["ch2_num_data_seeds"]
+
+    # MNIST: the Fisher's total against epochs on A; the trend word follows the numbers.
+    assert g["ch2_mnist_fisher_ratio"] == pytest.approx(g["ch2_mnist_fisher_first"] / g["ch2_mnist_fisher_last"])
+    assert g["ch2_mnist_fisher_trend"] == (
+        "shrinks" if g["ch2_mnist_fisher_last"] < g["ch2_mnist_fisher_first"] else "does not shrink")
+    assert g["ch2_mnist_loss_last"] < g["ch2_mnist_loss_first"]
 
 
 @pytest.mark.notebooks
+@pytest.mark.mnist
 def test_chapter_02_smoke_run(run_chapter):
     check_claims(run_chapter(CHAPTER, profile="smoke"))
 
 
-def test_chapter_02_committed_full_run():
-    notebook = nbformat.read(BOOK / CHAPTER, as_version=4)
-    glued = glued_values(notebook)
-    if not glued:
-        pytest.fail(f"{CHAPTER} is committed without outputs: run `make execute`")
+@pytest.mark.parametrize("source", FULL_RUNS)
+def test_chapter_02_full_run(source):
+    glued = full_run(CHAPTER, source)
     check_claims(glued)
     assert glued["ch2_grid_step"] < 0.03  # the full profile's fine grid
+    assert glued["ch2_num_data_seeds"] >= 10 and glued["ch2_mnist_epochs"] == 6

@@ -205,3 +205,25 @@ def test_post_pipeline_validates_its_arguments(kwargs, error):
     args = {"task": _task(n=8), **kwargs}
     with pytest.raises(error):
         post_pipeline(args.pop("task"), **args)
+
+
+# --- PostL2Anchor -------------------------------------------------------------------
+
+
+def test_post_l2_anchor_is_the_post_penalty_and_stops_training():
+    from ewcbook.original_post import PostL2Anchor
+
+    eb.set_seed(0)
+    learner = eb.ContinualModel(eb.mlp(num_classes=3, hidden=(4,), input_shape=(4, 4, 1)))
+    penalty = PostL2Anchor(learner, strength=2.0)
+    assert float(penalty()) == 0.0 and "PostL2Anchor(strength=2)" == repr(penalty)
+    with tf.GradientTape() as tape:
+        value = penalty()
+    assert all(np.isnan(g.numpy()).all() for g in tape.gradient(value, learner.trainable_variables))
+    learner.network.layers[-1].bias.assign_add(np.ones(3, "float32"))
+    expected = 2.0 * float(post_l2_penalty(learner.trainable_variables, penalty.anchors))
+    assert float(penalty()) == pytest.approx(expected) and expected == pytest.approx(np.sqrt(3.0))
+    with pytest.raises(TypeError, match="model"):
+        PostL2Anchor("not a model")
+    with pytest.raises(ValueError, match="strength"):
+        PostL2Anchor(learner, strength=-1.0)

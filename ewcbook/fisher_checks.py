@@ -1,0 +1,176 @@
+"""Measurements behind chapter 4's statements on squared batch gradients.
+
+Two questions, for a Dense stack such as :func:`ewcbook.models.mlp`:
+
+* Is the squared gradient of a batch's *sum*, divided by the batch size n,
+  an estimate of the diagonal Fisher? :func:`batch_square_check` computes,
+  batch after batch, both that and the per-example squares Σ_i g_i² / n of
+  the same gradients, so their means and variances can be compared. With
+  labels sampled from the model, E[g_i] = 0 and E[(Σ_i g_i)²] = Σ_i E[g_i²]:
+  unbiased, only noisier. With the data's labels E[g_i] ≠ 0 and the cross
+  terms add (n − 1)·E[g]² per weight.
+* What makes the seed post's "Fisher" so large? :func:`post_gap_factors`
+  splits the ratio of its total to the sampled Fisher's into the factors
+  that its code changes one after the other.
+
+Both use the same trick as ``diagonal_fisher(method="fast")``: for a Dense
+layer the per-example gradient of the kernel is the outer product of the
+layer's input and the gradient at its output.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+MODES = ("sampled", "empirical", "class_sum")
+
+
+def _layers(model):
+    network = getattr(model, "network", model)
+    if not isinstance(network, keras.Sequential):
+        raise ValueError(f"model must be a Sequential stack of Flatten, Dropout and Dense layers, got {network.name!r}")
+    layers = []
+    for layer in network.layers:
+        if not isinstance(layer, (keras.layers.Dense, keras.layers.Flatten, keras.layers.Dropout)):
+            raise ValueError(f"model must hold only Flatten, Dropout and Dense layers; {layer.name!r} is not one")
+        if isinstance(layer, keras.layers.Dense) and not layer.use_bias:
+            raise ValueError(f"every Dense layer must have a bias; {layer.name!r} has none")
+        layers.append(layer)
+    return layers
+
+
+def _terms_function(model, mode):
+    layers = _layers(model)
+
+    @tf.function(reduce_retracing=True)
+    def terms(x, y, seed):
+        with tf.GradientTape() as tape:
+            a, inputs, outputs = x, [], []
+            for layer in layers:
+                if isinstance(layer, keras.layers.Flatten):
+                    a = tf.reshape(a, [tf.shape(a)[0], -1])
+                elif isinstance(layer, keras.layers.Dense):
+                    inputs.append(a)
+                    z = tf.matmul(a, layer.kernel) + layer.bias
+                    tape.watch(z)
+                    outputs.append(z)
+                    a = layer.activation(z)
+            logits = a
+        probs = tf.nn.softmax(logits)
+        k = tf.shape(logits)[1]
+        if mode == "class_sum":  # the gradient of Σ_c log p(c | x): every class with weight 1
+            out = 1.0 - tf.cast(k, tf.float32) * probs
+        else:
+            labels = y if mode == "empirical" else tf.random.stateless_categorical(logits, 1, seed=seed)[:, 0]
+            out = tf.one_hot(tf.cast(labels, tf.int32), k) - probs  # d log p(label | x) / d logits
+        deltas = tape.gradient(logits, outputs, output_gradients=out)
+        squares, sums = [], []
+        for a_in, d in zip(inputs, deltas):
+            squares += [tf.matmul(tf.square(a_in), tf.square(d), transpose_a=True), tf.reduce_sum(tf.square(d), 0)]
+            sums += [tf.matmul(a_in, d, transpose_a=True), tf.reduce_sum(d, 0)]
+        flat = lambda ts: tf.concat([tf.reshape(t, [-1]) for t in ts], 0)  # noqa: E731
+        return flat(squares), flat(sums)
+
+    return terms
+
+
+def batch_terms(model, dataset: tf.data.Dataset, mode: str, *, seed: int = 0):
+    """Per batch of ``dataset``: Σ_i g_i² and Σ_i g_i, for every weight.
+
+    Args:
+        model: a built :func:`ewcbook.models.mlp` (or its ``ContinualModel``).
+        dataset: batched ``(x, y)`` with float inputs.
+        mode: ``"sampled"`` (g_i at a label drawn from the model),
+            ``"empirical"`` (at the data's label) or ``"class_sum"`` (the
+            gradient of Σ_c log p(c | x_i), as the seed post takes it).
+        seed: int seed of the sampled labels.
+
+    Yields:
+        ``(n, squares, sums)`` per batch: its size and two float64 vectors
+        over all weights, in the order of ``model.trainable_variables``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    terms = _terms_function(model, mode)
+    for step, (x, y) in enumerate(dataset):
+        squares, sums = terms(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant([seed, step]))
+        yield int(tf.shape(x)[0]), squares.numpy().astype(np.float64), sums.numpy().astype(np.float64)
+
+
+def batch_square_check(model, dataset: tf.data.Dataset, mode: str, *, seed: int = 0) -> dict:
+    """Compare two estimates of the diagonal Fisher, one value per batch of ``dataset``.
+
+    * per-example: Σ_i g_i² / n, the library's estimator on one batch;
+    * batch-squared: (Σ_i g_i)² / n, the square of the batch's gradient.
+
+    Returns:
+        A dict with, for each of ``"per_example"`` and ``"batch"``, the mean
+        over batches (one value per weight; key ``"<name>_mean"``) and the
+        variance over batches (``"<name>_var"``), plus ``"num_batches"``.
+    """
+    stats = {name: [0.0, 0.0] for name in ("per_example", "batch")}
+    count = 0
+    for n, squares, sums in batch_terms(model, dataset, mode, seed=seed):
+        for name, value in (("per_example", squares / n), ("batch", sums**2 / n)):
+            stats[name][0] = stats[name][0] + value
+            stats[name][1] = stats[name][1] + value**2
+        count += 1
+    if count < 2:
+        raise ValueError("dataset must hold at least 2 batches")
+    out = {"num_batches": count}
+    for name, (total, total_sq) in stats.items():
+        mean = total / count
+        out[f"{name}_mean"] = mean
+        out[f"{name}_var"] = np.maximum(total_sq / count - mean**2, 0.0) * count / (count - 1)
+    return out
+
+
+def post_gap_factors(model, dataset: tf.data.Dataset, num_batches: int, *, sampled_total: float,
+                     exact_total: float) -> dict:
+    """Split the seed post's "Fisher" total over the sampled Fisher's into factors.
+
+    Going from the sampled Fisher to the post's values, one change at a time
+    (totals over all weights):
+
+    1. ``"sampling"``: the exact Fisher instead of one sampled label (noise only);
+    2. ``"class_sum"``: Σ_c ∇log p(c | x) instead of the expectation over c,
+       still per example;
+    3. ``"cross_terms"``: (Σ_i g_i)² / n of a batch instead of Σ_i g_i² / n;
+    4. ``"no_mean"``: not dividing by the batch size n;
+    5. ``"axis0_mean"``: the mean over each tensor's first axis, broadcast
+       back (it keeps every total, so this factor is 1 up to rounding).
+
+    Args:
+        model: a built MLP.
+        dataset: the post's pipeline (:func:`ewcbook.original_post.post_pipeline`),
+            read as :func:`ewcbook.original_post.post_fisher` reads it.
+        num_batches: how many batches, as given to ``post_fisher``.
+        sampled_total, exact_total: totals of ``diagonal_fisher`` with
+            ``estimator="sampled"`` and ``"exact"``, per example.
+
+    Returns:
+        ``{factor: value}`` in the order above, plus ``"total"`` (their
+        product, the post's total over ``sampled_total``) and ``"post_total"``.
+    """
+    from ewcbook.original_post import post_fisher
+
+    per_example, batch_over_n, batch, count = 0.0, 0.0, 0.0, 0
+    for n, squares, sums in batch_terms(model, dataset.repeat().take(num_batches), "class_sum"):
+        per_example += squares.sum() / n
+        batch_over_n += (sums**2).sum() / n
+        batch += (sums**2).sum()
+        count += 1
+    per_example, batch_over_n, batch = per_example / count, batch_over_n / count, batch / count
+    post_total = float(sum(tf.reduce_sum(f) for f in post_fisher(model, dataset, num_batches)))
+    factors = {
+        "sampling": exact_total / sampled_total,
+        "class_sum": per_example / exact_total,
+        "cross_terms": batch_over_n / per_example,
+        "no_mean": batch / batch_over_n,
+        "axis0_mean": post_total / batch,
+    }
+    factors["total"] = float(np.prod(list(factors.values())))
+    factors["post_total"] = post_total
+    return factors

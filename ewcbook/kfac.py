@@ -1,0 +1,670 @@
+"""Kronecker-factored curvature for EWC: one full block per Dense layer.
+
+The diagonal Fisher of chapters 4 to 6 forgets that a layer's weights act
+together. The Fisher block of one Dense layer, with W̄ the kernel with the
+bias appended as a last row (shape ``(d_in + 1, d_out)``), is
+
+    F_W = E[ vec(ā δᵀ) vec(ā δᵀ)ᵀ ] = E[ (ā āᵀ) ⊗ (δ δᵀ) ]
+
+with ā the layer's input with a 1 appended and δ = ∂ log p(y|x)/∂z the
+gradient at its output z = ā W̄; vec is NumPy's row-major flatten of the
+Keras kernel (the column-stacking vec of the literature swaps the factors).
+K-FAC (Martens & Grosse 2015) assumes activations and output gradients are
+independent, so that the expectation splits:
+
+    F_W ≈ A ⊗ G,   A = E[ā āᵀ],   G = E[δ δᵀ],
+
+a block of (d_in+1)·d_out squared numbers stored as two small matrices, and
+the EWC penalty of a layer becomes (Ritter, Botev & Barber 2018)
+
+    λ/2 · vec(ΔW̄)ᵀ (A ⊗ G) vec(ΔW̄) = λ/2 · tr(ΔW̄ᵀ A ΔW̄ G),
+
+two matrix products instead of a (d_in+1)·d_out square matrix.
+
+:func:`kronecker_factors` computes A and G for a stack of Dense layers from
+one forward and one backward pass per batch (the structure of the fast
+diagonal Fisher, :func:`ewcbook.fisher.diagonal_fisher`); :class:`KroneckerEWC`
+is the penalty. Many tasks: the precision of the online Laplace approximation
+is a *sum* Σ_t A_t ⊗ G_t, which is not a Kronecker product. One penalty per
+task keeps the sum exactly, at a cost per training step that grows with the
+number of tasks; :meth:`KroneckerEWC.consolidate` instead replaces the sum by
+its nearest Kronecker product in the Frobenius norm (Van Loan & Pitsianis
+1993), so memory and time per step stay those of one task.
+:func:`nearest_kronecker` reports what that costs in accuracy.
+
+:func:`full_fisher` gives the whole P × P Fisher of a small model, the
+reference the approximations are measured against.
+"""
+
+from __future__ import annotations
+
+import numbers
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ewcbook.data import Task
+from ewcbook.fisher import ALIASES, ESTIMATORS, _as_dataset, _check_model, _dense_steps, _labels
+from ewcbook.penalties import REGISTRY, _check_gamma, _check_strength
+
+__all__ = [
+    "KroneckerEWC",
+    "consolidate_kfac",
+    "full_fisher",
+    "kronecker_factors",
+    "mean_interval",
+    "nearest_kronecker",
+    "train_kfac_sequence",
+]
+
+
+# --- the factors ------------------------------------------------------------------
+
+
+def kronecker_factors(
+    model: keras.Model,
+    data,
+    *,
+    estimator: str = "sampled",
+    num_samples: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 1024,
+) -> list[tuple[tf.Tensor, tf.Tensor]]:
+    """Kronecker factors (A, G) of the Fisher block of every Dense layer.
+
+    Args:
+        model: a built stack of Dense layers (Flatten, Dropout and activations
+            allowed in between) that outputs logits, or a
+            :class:`ewcbook.training.ContinualModel` around one.
+        data: a ``tf.data.Dataset`` of ``(x, y)`` batches or a tuple ``(x, y)``
+            of arrays with float inputs, as for
+            :func:`ewcbook.fisher.diagonal_fisher`.
+        estimator: ``"sampled"``, ``"exact"`` or ``"empirical"`` (the labels
+            δ is taken at; ``"true"`` is an alias of ``"sampled"``).
+        num_samples: use only the first ``num_samples`` examples; ``None``: all.
+        seed: int seed of the sampled labels; ``None`` draws one from NumPy.
+        batch_size: batch size when ``data`` is a tuple of arrays.
+
+    Returns:
+        One pair ``(A, G)`` per Dense layer, in order: A = E[ā āᵀ] of shape
+        ``(d_in + 1, d_in + 1)`` (``(d_in, d_in)`` without a bias), the last
+        row and column belonging to the appended 1; G = E[δ δᵀ] of shape
+        ``(d_out, d_out)``, δ the gradient of log p(y | x) at the layer's
+        output (weighted by p(y | x) over every class for ``"exact"``).
+
+    Raises:
+        TypeError, ValueError: for any argument that is not as described,
+            naming the argument.
+
+    Example:
+        >>> factors = kronecker_factors(learner, task.dataset("train", shuffle=False))
+        >>> [(a.shape, g.shape) for a, g in factors]   # 784-400-400-10
+        [((785, 785), (400, 400)), ((401, 401), (400, 400)), ((401, 401), (10, 10))]
+    """
+    _check_model(model)
+    steps = _dense_steps(model)
+    if steps is None:
+        raise ValueError(
+            f"model must be a Sequential stack of Dense, Flatten, Dropout and activation layers whose "
+            f"variables are all trainable; {model.name!r} is not one"
+        )
+    estimator = _check_estimator(estimator)
+    if num_samples is not None and (
+        not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0
+    ):
+        raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+    if seed is None:
+        seed = int(np.random.randint(2**31 - 1))
+    elif not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    dataset = _as_dataset(data, batch_size)
+    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
+    batch_fn = _compiled(model, steps, estimator, (tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype))
+
+    totals, count = None, 0
+    for step, batch in enumerate(dataset):
+        x, y = batch[0], batch[1]
+        if num_samples is not None:
+            x, y = x[: num_samples - count], y[: num_samples - count]
+        n = int(tf.shape(x)[0])
+        if n == 0:
+            break
+        sums = batch_fn(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant([seed, step]))
+        totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
+        count += n
+        if num_samples is not None and count >= num_samples:
+            break
+    if count == 0:
+        raise ValueError("data must contain at least one example, got an empty dataset")
+    return [(totals[2 * k] / count, totals[2 * k + 1] / count) for k in range(len(totals) // 2)]
+
+
+def _check_estimator(estimator) -> str:
+    estimator = ALIASES.get(estimator, estimator)
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS} (or its alias 'true'), got {estimator!r}")
+    return estimator
+
+
+_COMPILED = weakref.WeakKeyDictionary()  # model -> {key: tf.function}
+
+
+def _compiled(model, steps, estimator, signature):
+    """The traced per-batch function, made once per model, estimator and input signature."""
+    cache = _COMPILED.setdefault(model, {})
+    key = (tuple(id(layer) for _, layer in steps), estimator, signature)
+    if key not in cache:
+        shape, x_dtype, y_dtype = signature
+        spec = [tf.TensorSpec([None, *shape], x_dtype), tf.TensorSpec([None], y_dtype), tf.TensorSpec([2], tf.int32)]
+        cache[key] = tf.function(lambda x, y, s: _factor_batch(steps, x, y, s, estimator), input_signature=spec)
+    return cache[key]
+
+
+def _factor_batch(steps, x, y, seed, estimator):
+    """Σ over the batch of ā āᵀ and of δ δᵀ for every Dense layer: [A_1, G_1, A_2, G_2, ...]."""
+    dense = [layer for kind, layer in steps if kind == "dense"]
+    with tf.GradientTape(persistent=estimator == "exact") as tape:
+        a, inputs, outputs = x, [], []
+        for kind, layer in steps:
+            if kind == "flatten":
+                a = tf.reshape(a, [tf.shape(a)[0], -1])
+            elif kind == "act":
+                a = layer(a)
+            else:
+                inputs.append(a)
+                z = tf.matmul(a, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+                tape.watch(z)
+                outputs.append(z)
+                a = layer.activation(z)
+        logits = a
+    probs = tf.nn.softmax(logits)
+    labels = _labels(logits, y, seed, estimator)
+    g_sums = [0.0] * len(dense)  # the exact estimator takes one backward pass per class
+    for onehot, w in labels:
+        # d log p(y|x) / d logits = onehot(y) - p, pushed back to every Dense output in one pass
+        deltas = tape.gradient(logits, outputs, output_gradients=onehot - probs)
+        for k, d in enumerate(deltas):
+            dw = d if w is None else d * w[:, None]
+            g_sums[k] = g_sums[k] + tf.matmul(dw, d, transpose_a=True)
+    sums = []
+    for layer, a_in, g in zip(dense, inputs, g_sums):
+        if layer.use_bias:
+            a_in = tf.concat([a_in, tf.ones_like(a_in[:, :1])], axis=1)
+        sums += [tf.matmul(a_in, a_in, transpose_a=True), g]
+    return sums
+
+
+# --- the penalty ------------------------------------------------------------------
+
+
+class KroneckerEWC:
+    """λ/2 · Σ_layers tr(ΔW̄ᵀ A ΔW̄ G): EWC with a Kronecker-factored Fisher block per layer.
+
+    ΔW̄ is a Dense layer's kernel with its bias appended as a last row, minus
+    the same at the anchor (the weights when the penalty was made).
+
+    Args:
+        model: the model right after training on the task (the anchor): a
+            stack of Dense layers, or a ``ContinualModel`` around one.
+        factors: its Kronecker factors, one ``(A, G)`` per Dense layer, e.g.
+            from :func:`kronecker_factors`.
+        strength: λ, on the scale of :class:`ewcbook.penalties.EWC` (the
+            factors are means over examples, like the diagonal Fisher).
+        gamma: decay γ in (0, 1] of older tasks in :meth:`consolidate`.
+        damping: δ >= 0, added as factored Tikhonov damping (Martens & Grosse
+            2015, section 6.3): A + π√δ·I and G + √δ/π·I with
+            π² = (tr A / dim A) / (tr G / dim G). The penalty inverts nothing,
+            so δ = 0 (the default) is well defined; δ > 0 adds a pull of
+            roughly λδ/2 · ‖ΔW̄‖² on every weight.
+
+    One task: ``learner.penalties = [KroneckerEWC(learner, factors, strength)]``.
+    Many tasks: either one penalty per task (exact, time per step grows with
+    the tasks) or one penalty and :meth:`consolidate` after each task
+    (constant memory and time, the sum approximated by one Kronecker product).
+    """
+
+    kind = "kfac"
+
+    def __init__(self, model: keras.Model, factors, strength: float, *, gamma: float = 1.0, damping: float = 0.0):
+        self.layers = _penalised_layers(model)
+        self.variables = [v for layer in self.layers for v in _layer_variables(layer)]
+        self.strength = _check_strength(strength)
+        self.gamma = _check_gamma(gamma)
+        self.damping = _check_damping(damping)
+        factors = _check_factors(factors, self.layers)
+        self.anchors = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
+        self.factors = [
+            (tf.Variable(a, trainable=False), tf.Variable(g, trainable=False)) for a, g in factors
+        ]  # undamped, as estimated (and merged)
+        self._damped = [(tf.Variable(a, trainable=False), tf.Variable(g, trainable=False)) for a, g in factors]
+        self._apply_damping()
+        self.task_count = 1
+        self.merge_errors = []  # relative Frobenius error of each consolidation's Kronecker merge, per layer
+
+    def __call__(self) -> tf.Tensor:
+        total = tf.constant(0.0)
+        k = 0
+        for layer, (a, g) in zip(self.layers, self._damped):
+            delta = tf.convert_to_tensor(layer.kernel) - self.anchors[k]
+            k += 1
+            if layer.use_bias:
+                db = tf.convert_to_tensor(layer.bias) - self.anchors[k]
+                delta = tf.concat([delta, db[None, :]], axis=0)
+                k += 1
+            total += tf.reduce_sum(tf.matmul(a, delta) * tf.matmul(delta, g))
+        return 0.5 * self.strength * total
+
+    def consolidate(self, factors) -> None:
+        """Fold the factors of the task just learned in and re-anchor at the current weights.
+
+        The precision γ·(A ⊗ G) + A_new ⊗ G_new is replaced by its nearest
+        Kronecker product (:func:`nearest_kronecker`); its relative error is
+        appended to :attr:`merge_errors` (one number per layer).
+        """
+        factors = _check_factors(factors, self.layers)
+        errors = []
+        for (a, g), (a_new, g_new) in zip(self.factors, factors):
+            merged_a, merged_g, error = nearest_kronecker([(self.gamma * a.numpy(), g.numpy()), (a_new, g_new)])
+            a.assign(merged_a)
+            g.assign(merged_g)
+            errors.append(error)
+        self.merge_errors.append(errors)
+        self._apply_damping()
+        for anchor, variable in zip(self.anchors, self.variables):
+            anchor.assign(variable.numpy())
+        self.task_count += 1
+
+    def num_stored_floats(self) -> int:
+        """Numbers this penalty keeps: anchors plus both factors of every layer."""
+        return sum(int(np.prod(v.shape)) for v in self.anchors) + sum(
+            int(np.prod(a.shape)) + int(np.prod(g.shape)) for a, g in self.factors
+        )
+
+    def _apply_damping(self) -> None:
+        for (a, g), (a_d, g_d) in zip(self.factors, self._damped):
+            a_np, g_np = a.numpy().astype(np.float64), g.numpy().astype(np.float64)
+            if self.damping > 0:
+                mean_a, mean_g = np.trace(a_np) / len(a_np), np.trace(g_np) / len(g_np)
+                pi = np.sqrt(mean_a / mean_g) if mean_a > 0 and mean_g > 0 else 1.0
+                a_np = a_np + pi * np.sqrt(self.damping) * np.eye(len(a_np))
+                g_np = g_np + np.sqrt(self.damping) / pi * np.eye(len(g_np))
+            a_d.assign(a_np.astype(np.float32))
+            g_d.assign(g_np.astype(np.float32))
+
+    # --- saving (the protocol of ewcbook.state) ---
+
+    def get_config(self) -> dict:
+        """What :meth:`from_state` needs besides the arrays (JSON-able)."""
+        return {
+            "strength": self.strength,
+            "gamma": self.gamma,
+            "damping": self.damping,
+            "task_count": self.task_count,
+            "layers": [
+                [layer.name, [int(d) for d in layer.kernel.shape], bool(layer.use_bias)] for layer in self.layers
+            ],
+        }
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The anchors and the (undamped) factors, as NumPy arrays."""
+        arrays = {f"anchor_{k}": anchor.numpy() for k, anchor in enumerate(self.anchors)}
+        for k, (a, g) in enumerate(self.factors):
+            arrays[f"A_{k}"], arrays[f"G_{k}"] = a.numpy(), g.numpy()
+        return arrays
+
+    @classmethod
+    def from_state(cls, model: keras.Model, config: dict, arrays: dict) -> KroneckerEWC:
+        """The penalty saved by :meth:`get_config` and :meth:`state_arrays`, bound to ``model``.
+
+        Raises:
+            ValueError: if ``model``'s Dense layers differ from the saved ones, or
+                an array is missing or has the wrong shape.
+        """
+        layers = _penalised_layers(model)
+        current = [[layer.name, [int(d) for d in layer.kernel.shape], bool(layer.use_bias)] for layer in layers]
+        if current != config.get("layers"):
+            raise ValueError(
+                f"model {model.name!r} does not match the saved state: its Dense layers are {current}, "
+                f"the saved ones {config.get('layers')}"
+            )
+        try:
+            factors = [(arrays[f"A_{k}"], arrays[f"G_{k}"]) for k in range(len(layers))]
+            anchors = [arrays[f"anchor_{k}"] for k in range(sum(len(_layer_variables(lay)) for lay in layers))]
+        except KeyError as error:
+            raise ValueError(f"arrays lacks {error.args[0]!r}, saved by KroneckerEWC.state_arrays") from None
+        penalty = cls(model, factors, config["strength"], gamma=config["gamma"], damping=config["damping"])
+        for anchor, value, variable in zip(penalty.anchors, anchors, penalty.variables):
+            if tuple(np.shape(value)) != tuple(variable.shape):
+                raise ValueError(f"anchor for {variable.path} has shape {np.shape(value)}, expected {variable.shape}")
+            anchor.assign(value)
+        penalty.task_count = int(config["task_count"])
+        return penalty
+
+    def __repr__(self) -> str:
+        return (
+            f"KroneckerEWC(strength={self.strength:g}, gamma={self.gamma:g}, damping={self.damping:g}, "
+            f"tasks={self.task_count})"
+        )
+
+
+REGISTRY[KroneckerEWC.kind] = KroneckerEWC  # ewcbook.state saves and loads it like the diagonal penalties
+
+
+def nearest_kronecker(terms) -> tuple[np.ndarray, np.ndarray, float]:
+    """The Kronecker product A ⊗ G nearest to Σ_k A_k ⊗ G_k in the Frobenius norm.
+
+    Rearranged (Van Loan & Pitsianis 1993), the sum is the matrix
+    R = Σ_k vec(A_k) vec(G_k)ᵀ and the nearest Kronecker product is its best
+    rank-one approximation. R has rank at most K (the number of terms), so
+    the top singular pair comes from a K × K eigenproblem on the Gram matrices
+    ⟨A_i, A_j⟩ and ⟨G_i, G_j⟩; nothing of size dim(A)·dim(G) is formed.
+    For symmetric positive semi-definite terms the result is too.
+
+    Args:
+        terms: a non-empty list of ``(A_k, G_k)`` pairs of square arrays, all
+            A_k of one shape and all G_k of one shape.
+
+    Returns:
+        ``(A, G, relative_error)``: ‖Σ A_k ⊗ G_k − A ⊗ G‖_F / ‖Σ A_k ⊗ G_k‖_F
+        (0 when the terms share a factor up to scale).
+    """
+    if not isinstance(terms, (list, tuple)) or not terms:
+        raise ValueError("terms must be a non-empty list of (A, G) pairs")
+    a_list = [np.asarray(a, np.float64) for a, _ in terms]
+    g_list = [np.asarray(g, np.float64) for _, g in terms]
+    if len({a.shape for a in a_list}) != 1 or len({g.shape for g in g_list}) != 1:
+        raise ValueError("terms must all have A of one shape and G of one shape")
+    gram_a = np.array([[np.vdot(x, y) for y in a_list] for x in a_list])
+    gram_g = np.array([[np.vdot(x, y) for y in g_list] for x in g_list])
+    total = float(np.sum(gram_a * gram_g))  # ‖Σ A_k ⊗ G_k‖²_F
+    if total <= 0:
+        return np.zeros_like(a_list[0]), np.zeros_like(g_list[0]), 0.0
+    # R Rᵀ u = σ² u with u = Σ c_k vec(A_k):  (Gram_G Gram_A) c = σ² c
+    values, vectors = np.linalg.eig(gram_g @ gram_a)
+    top = int(np.argmax(values.real))
+    sigma2 = float(values.real[top])
+    c = vectors[:, top].real
+    c = c if c.sum() >= 0 else -c
+    u = sum(ck * a for ck, a in zip(c, a_list))
+    u /= np.linalg.norm(u)
+    v = sum(np.vdot(a, u) * g for a, g in zip(a_list, g_list))  # Rᵀ u
+    # balance the scale between the two factors (only their product matters)
+    scale = np.sqrt(np.linalg.norm(v)) if np.linalg.norm(v) > 0 else 1.0
+    error = float(np.sqrt(max(total - sigma2, 0.0) / total))
+    return (u * scale).astype(np.float32), (v / scale).astype(np.float32), error
+
+
+def _penalised_layers(model):
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
+    if not model.built or not model.trainable_variables:
+        raise ValueError(f"model must be built and have trainable variables; {model.name!r} has none")
+    steps = _dense_steps(model)
+    if steps is None:
+        raise ValueError(
+            f"model must be a Sequential stack of Dense, Flatten, Dropout and activation layers whose "
+            f"variables are all trainable; {model.name!r} is not one"
+        )
+    return [layer for kind, layer in steps if kind == "dense"]
+
+
+def _layer_variables(layer):
+    return [layer.kernel, layer.bias] if layer.use_bias else [layer.kernel]
+
+
+def _check_damping(damping) -> float:
+    if not isinstance(damping, numbers.Real) or isinstance(damping, bool):
+        raise TypeError(f"damping must be a real number, got {type(damping).__name__}")
+    if not np.isfinite(damping) or damping < 0:
+        raise ValueError(f"damping must be finite and >= 0, got {damping}")
+    return float(damping)
+
+
+def _check_factors(factors, layers) -> list[tuple[np.ndarray, np.ndarray]]:
+    if not isinstance(factors, (list, tuple)):
+        raise TypeError(f"factors must be a list of (A, G) pairs, one per Dense layer, got {type(factors).__name__}")
+    if len(factors) != len(layers):
+        raise ValueError(f"factors has {len(factors)} pairs but the model has {len(layers)} Dense layers")
+    checked = []
+    for pair, layer in zip(factors, layers):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"factors must hold (A, G) pairs; the entry for layer {layer.name!r} is not a pair")
+        a, g = (np.asarray(m, np.float32) for m in pair)
+        d_in, d_out = layer.kernel.shape
+        rows = d_in + 1 if layer.use_bias else d_in
+        if a.shape != (rows, rows) or g.shape != (d_out, d_out):
+            raise ValueError(
+                f"factors do not match layer {layer.name!r}: A must be {(rows, rows)} and G {(d_out, d_out)}, "
+                f"got {a.shape} and {g.shape}"
+            )
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(g))):
+            raise ValueError(f"factors must be finite (layer {layer.name!r})")
+        checked.append((a, g))
+    return checked
+
+
+# --- the whole Fisher of a small model -----------------------------------------------
+
+
+def full_fisher(
+    model: keras.Model,
+    data,
+    *,
+    estimator: str = "exact",
+    seed: int | None = None,
+    batch_size: int = 256,
+    max_params: int = 20_000,
+) -> np.ndarray:
+    """The full P × P Fisher of a small model, from per-example gradients.
+
+    Parameters are ordered as ``model.trainable_variables``, each flattened
+    row-major (so a Dense layer's block is ordered as in :class:`KroneckerEWC`
+    when its kernel and bias are stacked: kernel rows first, then the bias).
+
+    Args:
+        model: a built Keras model that outputs logits, with at most
+            ``max_params`` trainable parameters.
+        data: as for :func:`kronecker_factors`.
+        estimator: ``"exact"`` (default), ``"sampled"`` or ``"empirical"``.
+        seed: seed of the sampled labels.
+        batch_size: batch size when ``data`` is a tuple of arrays.
+        max_params: refuse larger models (P² floats of memory).
+
+    Returns:
+        A float64 array of shape (P, P).
+    """
+    _check_model(model)
+    estimator = _check_estimator(estimator)
+    variables = model.trainable_variables
+    size = sum(int(np.prod(v.shape)) for v in variables)
+    if not isinstance(max_params, int) or size > max_params:
+        raise ValueError(f"model has {size} parameters, more than max_params={max_params!r}: P² floats would not fit")
+    if seed is None:
+        seed = int(np.random.randint(2**31 - 1))
+    dataset = _as_dataset(data, batch_size)
+    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
+    spec = [
+        tf.TensorSpec([None, *x_spec.shape[1:]], x_spec.dtype),
+        tf.TensorSpec([None], y_spec.dtype),
+        tf.TensorSpec([2], tf.int32),
+    ]
+    cache = _COMPILED.setdefault(model, {})
+    key = ("full", estimator, tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype)
+    if key not in cache:
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        cache[key] = tf.function(lambda x, y, s: _full_batch(ref(), x, y, s, estimator), input_signature=spec)
+    total, count = np.zeros((size, size)), 0
+    for step, batch in enumerate(dataset):
+        x, y = tf.convert_to_tensor(batch[0]), tf.convert_to_tensor(batch[1])
+        total += cache[key](x, y, tf.constant([seed, step])).numpy()
+        count += int(tf.shape(x)[0])
+    if count == 0:
+        raise ValueError("data must contain at least one example, got an empty dataset")
+    return total / count
+
+
+def _full_batch(model, x, y, seed, estimator):
+    """Σ over the batch (and over classes, weighted, for "exact") of g gᵀ, g the whole gradient."""
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        log_probs = tf.nn.log_softmax(model(x, training=False))
+        labels = _labels(tf.stop_gradient(log_probs), y, seed, estimator)
+        targets = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in labels]
+    total = 0.0
+    for target, (_, w) in zip(targets, labels):
+        jac = tape.jacobian(target, variables, experimental_use_pfor=True)  # (batch, *shape) each
+        g = tf.concat([tf.reshape(j, [tf.shape(x)[0], -1]) for j in jac], axis=1)
+        if w is not None:
+            g = g * tf.sqrt(w)[:, None]
+        total += tf.matmul(g, g, transpose_a=True)
+    return total
+
+
+# --- task sequences ------------------------------------------------------------------
+
+
+def consolidate_kfac(
+    learner: keras.Model,
+    task: Task,
+    strength: float,
+    *,
+    estimator: str = "sampled",
+    fisher_samples: int | None = None,
+    gamma: float = 1.0,
+    damping: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """Add ``task``, just learned, to ``learner``'s :class:`KroneckerEWC` penalty.
+
+    The first call adds the penalty; later calls :meth:`KroneckerEWC.consolidate`
+    it (merged factors, anchor moved to the current weights), so one penalty
+    serves any number of tasks. The factors come from the first
+    ``fisher_samples`` training examples of ``task``.
+    """
+    if not isinstance(task, Task):
+        raise TypeError(f"task must be a Task, got {type(task).__name__}")
+    data = task.dataset("train", batch_size=1024, shuffle=False, limit=fisher_samples)
+    factors = kronecker_factors(learner, data, estimator=estimator, seed=seed)
+    existing = [p for p in getattr(learner, "penalties", []) if isinstance(p, KroneckerEWC)]
+    if existing:
+        existing[0].consolidate(factors)
+    else:
+        learner.penalties = list(learner.penalties) + [
+            KroneckerEWC(learner, factors, strength, gamma=gamma, damping=damping)
+        ]
+
+
+def train_kfac_sequence(
+    network: keras.Model,
+    tasks: list[Task],
+    *,
+    strength: float,
+    epochs=6,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    estimator: str = "sampled",
+    fisher_samples: int | None = None,
+    gamma: float = 1.0,
+    damping: float = 0.0,
+    seed: int = 0,
+    verbose: int = 0,
+):
+    """:func:`ewcbook.experiments.train_sequence` with :class:`KroneckerEWC`.
+
+    The same protocol (a fresh Adam per task, evaluation on every task after
+    each one, seeds ``seed + i``), with :func:`consolidate_kfac` after every
+    task but the last.
+
+    Returns:
+        A :class:`ewcbook.experiments.SequenceResult`.
+    """
+    import time
+
+    from ewcbook.evaluation import evaluate_tasks
+    from ewcbook.experiments import SequenceResult, fit_task
+    from ewcbook.training import ContinualModel
+
+    if not tasks or not all(isinstance(t, Task) for t in tasks):
+        raise TypeError("tasks must be a non-empty list of Task objects")
+    _check_strength(strength)
+    epochs = [epochs] * len(tasks) if isinstance(epochs, int) else list(epochs)
+    if len(epochs) != len(tasks):
+        raise ValueError(f"epochs must be an int or one int per task ({len(tasks)}), got {epochs!r}")
+    start = time.perf_counter()
+    learner = ContinualModel(network)
+    R, histories = np.zeros((len(tasks), len(tasks))), []
+    for i, task in enumerate(tasks):
+        fit = dict(epochs=epochs[i], batch_size=batch_size, learning_rate=learning_rate, seed=seed + i)
+        histories.append(fit_task(learner, task, verbose=verbose, **fit))
+        R[i] = evaluate_tasks(learner, tasks)
+        if i < len(tasks) - 1:
+            consolidate_kfac(
+                learner,
+                task,
+                strength,
+                estimator=estimator,
+                fisher_samples=fisher_samples,
+                gamma=gamma,
+                damping=damping,
+                seed=seed + i,
+            )
+    return SequenceResult(R, time.perf_counter() - start, learner, histories)
+
+
+# --- reading results over seeds ------------------------------------------------------
+
+# two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom
+_T95 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
+
+
+def mean_interval(values, axis: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95 % Student-t interval of ``values`` over ``axis`` (the seeds).
+
+    Returns:
+        ``(mean, low, high)``; with one value, low = high = mean (no interval).
+
+    Raises:
+        ValueError: if there are more than 31 values (no table entry) or none.
+    """
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    if n == 0 or n > len(_T95) + 1:
+        raise ValueError(f"values must hold 1 to {len(_T95) + 1} entries along axis {axis}, got {n}")
+    mean = values.mean(axis=axis)
+    if n == 1:
+        return mean, mean, mean
+    half = _T95[n - 2] * values.std(axis=axis, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half

@@ -1,0 +1,64 @@
+"""Chapter 7: Kronecker-factored EWC, its cost, its distance to the full Fisher, many permuted tasks."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FULL_RUNS, full_run
+
+CHAPTER = "07_kronecker.ipynb"
+
+
+def check_claims(vals: dict) -> None:
+    # memory: online EWC keeps 2P numbers; K-FAC keeps P anchors plus both factors of each layer,
+    # more than the diagonal and far less than the layers' full blocks
+    P = vals["ch7_num_params"]
+    assert vals["ch7_floats_diag"] == 2 * P
+    assert P < vals["ch7_floats_kfac"] < vals["ch7_floats_blocks"]
+    assert vals["ch7_floats_ratio"] == pytest.approx(vals["ch7_floats_kfac"] / vals["ch7_floats_diag"])
+    for key in ("ch7_ms_fisher_diag", "ch7_ms_fisher_kfac", "ch7_ms_penalty_diag", "ch7_ms_penalty_kfac"):
+        assert vals[key] > 0
+    # the full Fisher: its diagonal is the diagonal Fisher, so the diagonal's distance is that of the
+    # off-diagonal part, which the best block-diagonal matrix (F's own blocks) partly keeps
+    assert 0 <= vals["ch7_dist_blocks"] <= vals["ch7_dist_diag"] <= 1
+    assert vals["ch7_dist_kfac"] >= 0
+    closer = vals["ch7_dist_kfac"] < vals["ch7_dist_diag"]
+    assert vals["ch7_dist_verdict"] == ("closer to" if closer else "no closer to")
+    assert vals["ch7_small_entries"] == vals["ch7_small_params"] ** 2
+    assert vals["ch7_path_closer"] in ("K-FAC", "the diagonal")
+    # lambda comes from the validation grid, for each method
+    grid = [float(g) for g in vals["ch7_grid"].split(", ")]
+    assert vals["ch7_strength_diag"] in grid and vals["ch7_strength_kfac"] in grid
+    # accuracies are accuracies; intervals contain their means; the verdict follows its interval
+    for key in ("diag", "kfac"):
+        assert len(vals[f"ch7_seen_{key}"]) == vals["ch7_num_tasks"]
+        assert all(0 <= a <= 1 for a in vals[f"ch7_seen_{key}"])
+        assert vals[f"ch7_final_{key}_low"] <= vals[f"ch7_final_{key}"] <= vals[f"ch7_final_{key}_high"]
+        assert vals[f"ch7_final_{key}"] == pytest.approx(vals[f"ch7_seen_{key}"][-1], abs=1e-4)
+    assert vals["ch7_diff"] == pytest.approx(vals["ch7_final_kfac"] - vals["ch7_final_diag"], abs=1e-9)
+    assert vals["ch7_diff_low"] <= vals["ch7_diff"] <= vals["ch7_diff_high"]
+    if vals["ch7_diff_low"] > 0:
+        assert vals["ch7_verdict"].startswith("K-FAC EWC ends higher")
+    elif vals["ch7_diff_high"] < 0:
+        assert vals["ch7_verdict"].startswith("K-FAC EWC ends lower")
+    else:
+        assert vals["ch7_verdict"].startswith("the seeds cannot tell the two apart")
+    # the merged penalty: one error per layer, each a relative error in [0, 1]
+    assert len(vals["ch7_merge_error_max"]) == 3
+    assert all(0 <= e <= 1 for e in vals["ch7_merge_error_max"])
+
+
+@pytest.mark.notebooks
+@pytest.mark.mnist
+def test_chapter_07_smoke(run_chapter):
+    vals = run_chapter(CHAPTER)
+    assert vals["ch7_num_tasks"] == 3 and vals["ch7_num_seeds"] == 2
+    check_claims(vals)
+
+
+@pytest.mark.parametrize("source", FULL_RUNS)
+def test_chapter_07_full_profile(source):
+    vals = full_run(CHAPTER, source)
+    assert "ch7_final_kfac" in vals, "the chapter must hold its full-profile outputs (make update-book)"
+    assert vals["ch7_num_tasks"] >= 20 and vals["ch7_num_seeds"] >= 3
+    check_claims(vals)
+    assert vals["ch7_run_minutes"] > 0  # wall time of the run, noted in the README (it depends on the machine's load)
