@@ -34,7 +34,8 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
 #: (pattern on the glue key, kind, absolute tolerance, relative tolerance); the first match wins.
 RULES = [
     # wall-clock times, speeds and ratios of times: any value is fine
-    (r"seconds|_time|time_|_ms\b|_ms_|speed|per_step|cost_ratio|runtime", "ignore", None, None),
+    (r"seconds|minutes|_time|time_|_ms\b|_ms_|speed|per_step|cost_ratio|runtime|_over_fast|faster|slower",
+     "ignore", None, None),
     # accuracies, means of accuracies, and differences or intervals of them (fractions of 5,000-10,000 images)
     (r"acc|mean|forgetting|transfer|bwt|intransigence|drop|gap|_diff|delta|_ci|interval|margin|chance|majority",
      "number", 0.025, 0.0),
