@@ -5,7 +5,7 @@ with experiments (task sequences, λ sweeps), sweeps (copies of a network
 trained side by side), state (saving consolidation) and plots on the side.
 """
 
-from ewcbook import kfac, plots
+from ewcbook import comparison, kfac, plots
 from ewcbook.data import Task, joint, permuted_mnist, split_mnist, validation_split
 from ewcbook.evaluation import (
     TaskAccuracyHistory,
@@ -27,6 +27,7 @@ from ewcbook.utils import set_seed
 __version__ = "0.1.0"
 
 __all__ = [
+    "comparison",
     "kfac",
     "plots",
     "EWC",

@@ -1,0 +1,533 @@
+"""A fair comparison of penalties on two tasks: selection on a validation
+split, evaluation over seeds, paired differences with t-intervals, and
+verdict sentences built from the numbers.
+
+The protocol of chapter 5, in four steps:
+
+1. :func:`seed_runs` trains task A once per seed, computes its Fishers, and
+   trains task B once per (method, λ), side by side
+   (:func:`ewcbook.sweeps.train_copies`), with one shared output head or with
+   one head per task, plus joint training on both tasks as the reference.
+2. :func:`select` picks each method's λ from runs on validation splits
+   (:func:`ewcbook.data.validation_split`): the test set is never seen.
+3. :func:`seed_runs` again, on the full training sets, at the chosen λ only,
+   over more seeds; :func:`summary` gives means with 95 % t-intervals.
+4. :func:`paired_difference` compares two methods seed by seed (the copies of
+   one seed start from the same weights after A), and :func:`verdict` says
+   in words what its interval allows one to say.
+
+Every method's importance is normalised to mean 1 over the weights, so that
+λ is the *total* stiffness of the anchor in the same units for every method
+(the L2 anchor's importance is already 1 everywhere) and one grid of λ serves
+all. For EWC this is the usual penalty λ_raw/2 Σ F (θ − θ*)² with
+λ_raw = λ / mean(F).
+
+    rows = seed_runs([task_a, task_b], seeds=[0, 1], epochs=(6, 6),
+                     one_head=[("none", 0.0), ("l2", 0.3), ("ewc", 0.3)])
+    paired_difference(rows, "one head", "ewc", "l2")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+from ewcbook import plots
+from ewcbook.data import Task
+from ewcbook.evaluation import evaluate_tasks
+from ewcbook.experiments import fit_task
+from ewcbook.fisher import diagonal_fisher
+from ewcbook.models import mlp
+from ewcbook.sweeps import StackedDense, copy_accuracies, stack_network, train_copies
+from ewcbook.training import ContinualModel
+from ewcbook.utils import set_seed
+
+#: Methods of the comparison: (colour, display name). Those of ewcbook.plots keep their colour and name.
+METHODS = {
+    "none": (plots.color("none"), plots.label("none")),
+    "l2": (plots.color("l2"), plots.label("l2")),
+    "ewc": (plots.color("ewc"), "EWC (sampled Fisher)"),
+    "ewc_exact": ("#00441b", "EWC (exact Fisher)"),
+    "ewc_empirical": (plots.color("ewc_empirical"), plots.label("ewc_empirical")),
+    "ewc_eps": ("#17becf", "EWC (F + ε)"),
+    "joint": (plots.color("joint"), plots.label("joint")),
+}
+#: Methods with a strength λ, and the Fisher estimator each one uses.
+ESTIMATOR = {"ewc": "sampled", "ewc_exact": "exact", "ewc_empirical": "empirical", "ewc_eps": "sampled"}
+PENALISED = ("l2", *ESTIMATOR)
+#: How a method is named inside a sentence.
+IN_SENTENCE = {"none": "no penalty", "l2": "the L2 anchor", "joint": "joint training"}
+SETTINGS = ("one head", "two heads")
+
+
+def color(method: str) -> str:
+    """The colour of ``method`` (a key of :data:`METHODS`)."""
+    _check_method(method)
+    return METHODS[method][0]
+
+
+def label(method: str) -> str:
+    """The display name of ``method`` (a key of :data:`METHODS`)."""
+    _check_method(method)
+    return METHODS[method][1]
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# importances
+
+
+def flat(weights) -> np.ndarray:
+    """All entries of a list of arrays (or tensors) in one vector."""
+    return np.concatenate([np.asarray(w).ravel() for w in weights])
+
+
+def importances(fishers: dict) -> dict:
+    """The importance of every penalised method, normalised to mean 1 over the weights.
+
+    Args:
+        fishers: ``{"sampled": F, "exact": F, "empirical": F}``, each a list of
+            arrays, one per trainable variable (``diagonal_fisher``'s output).
+
+    Returns:
+        ``{method: importance}``: ``None`` for ``"l2"`` (1 everywhere), F / mean(F)
+        for the EWC variants, and for ``"ewc_eps"`` (F + ε) / mean(F + ε) with
+        ε = mean(F), which is the average of the EWC and L2 importances: half
+        of the stiffness spread by the Fisher, half uniform.
+    """
+    missing = {"sampled", "exact", "empirical"} - set(fishers)
+    if missing:
+        raise ValueError(f"fishers must hold the estimators {sorted(missing)}")
+    out = {"l2": None}
+    for method, estimator in ESTIMATOR.items():
+        f = [np.asarray(x, np.float32) for x in fishers[estimator]]
+        mean = float(flat(f).mean())
+        if not mean > 0:
+            raise ValueError(f"the {estimator} Fisher is zero everywhere")
+        if method == "ewc_eps":
+            out[method] = [(x + mean) / (2 * mean) for x in f]  # ε = mean(F): (F + ε) / mean(F + ε)
+        else:
+            out[method] = [x / mean for x in f]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def _train_a(task_a: Task, seed: int, epochs: int) -> ContinualModel:
+    set_seed(seed)
+    learner = ContinualModel(mlp(task_a.num_classes))
+    fit_task(learner, task_a, epochs=epochs, seed=seed)
+    return learner
+
+
+def task_a_fishers(network: keras.Model, task_a: Task, seed: int) -> dict:
+    """The sampled, exact and empirical diagonal Fishers of ``network`` on task A's training images."""
+    data = (task_a.inputs("train"), task_a.y_train)
+    return {
+        est: [f.numpy() for f in diagonal_fisher(network, data, estimator=est, seed=seed)]
+        for est in ("sampled", "exact", "empirical")
+    }
+
+
+def _entries(runs, imp, mask=None):
+    entries = []
+    for method, strength in runs:
+        if method == "none":
+            entries.append((0.0, None if mask is None else mask))
+            continue
+        w = imp[method]
+        if mask is not None:  # two heads: task A's importance on the trunk, head B free
+            w = [m if k >= len(mask) - 2 else (m if w is None else w[k]) for k, m in enumerate(mask)]
+        entries.append((float(strength), w))
+    return entries
+
+
+def one_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int) -> np.ndarray:
+    """Accuracies ``(runs, 2)`` on ``tasks`` after training task B from ``network`` once per
+    ``(method, λ)`` of ``runs``, side by side, the output layer shared by both tasks."""
+    stacked = train_copies(network, tasks[1], _entries(runs, imp), epochs=epochs, seed=seed)
+    return copy_accuracies(stacked, tasks)
+
+
+def two_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int) -> np.ndarray:
+    """As :func:`one_head_runs`, with one output layer per task.
+
+    Task B trains the shared hidden layer and a fresh head B (Glorot-initialised
+    from ``seed``); head A stays as task A left it. Task A is read from head A,
+    task B from head B. The penalty anchors the hidden layer (head A is not
+    trained, so anchoring it adds nothing); head B is free.
+    """
+    head_b = keras.initializers.GlorotUniform(seed=seed)(network.layers[-1].kernel.shape).numpy()
+    weights = network.get_weights()
+    net_b = mlp(tasks[1].num_classes)
+    net_b.set_weights(weights[:-2] + [head_b, np.zeros_like(weights[-1])])
+    mask = [np.ones(w.shape, np.float32) for w in weights[:-2]] + [np.zeros(w.shape, np.float32) for w in weights[-2:]]
+    stacked_b = train_copies(net_b, tasks[1], _entries(runs, imp, mask), epochs=epochs, seed=seed)
+    stacked_a = stack_network(network, len(runs))  # head A, under each copy's trunk
+    for layer_a, layer_b in zip(_stacked_layers(stacked_a)[:-1], _stacked_layers(stacked_b)[:-1]):
+        layer_a.kernel.assign(layer_b.kernel)
+        layer_a.bias.assign(layer_b.bias)
+    return np.concatenate([copy_accuracies(stacked_a, tasks[:1]), copy_accuracies(stacked_b, tasks[1:])], axis=1)
+
+
+def _stacked_layers(stacked):
+    return [layer for layer in stacked.layers if isinstance(layer, StackedDense)]
+
+
+class _TwoHeadLoss(ContinualModel):
+    """Labels 0..2k-1: label y < k is read at head A (logits[:k]), y ≥ k at head B."""
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        k = tf.shape(y_pred)[-1] // 2
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        at_b = y >= k
+        logits = tf.where(at_b[:, None], y_pred[:, k:], y_pred[:, :k])
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(at_b, y - k, y), logits=logits)
+        return tf.reduce_mean(ce)
+
+
+def joint_run(tasks, *, two_heads: bool, epochs: int, seed: int) -> np.ndarray:
+    """Accuracies ``(2,)`` of one network trained on both tasks at once (the reference).
+
+    With ``two_heads``, the output layer has one head per task and each image's
+    loss is taken at its own task's head.
+    """
+    task_a, task_b = tasks
+    k = task_a.num_classes
+    offset = k if two_heads else 0
+    cat = np.concatenate
+    both = Task(
+        "AB",
+        cat([task_a.x_train, task_b.x_train]),
+        cat([task_a.y_train, task_b.y_train + offset]),
+        cat([task_a.x_test, task_b.x_test]),
+        cat([task_a.y_test, task_b.y_test + offset]),
+        k + offset,
+    )
+    set_seed(seed)
+    learner = (_TwoHeadLoss if two_heads else ContinualModel)(mlp(both.num_classes))
+    fit_task(learner, both, epochs=epochs, seed=seed)
+    if not two_heads:
+        return np.asarray(evaluate_tasks(learner, tasks))
+    weights = learner.network.get_weights()
+    accs = []
+    for task, cut in ((task_a, slice(0, k)), (task_b, slice(k, 2 * k))):
+        head = mlp(k)
+        head.set_weights(weights[:-2] + [weights[-2][:, cut], weights[-1][cut]])
+        accs.append(evaluate_tasks(ContinualModel(head), [task])[0])
+    return np.asarray(accs)
+
+
+def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -> list[dict]:
+    """Every run of the protocol, for every seed.
+
+    Args:
+        tasks: ``[task_a, task_b]`` (validation splits for selection, the
+            tasks themselves for evaluation).
+        seeds: one run of everything per seed: task A's initialisation and
+            shuffles (seed), task B's shuffles (seed + 1), the sampled Fisher.
+        epochs: ``(epochs_a, epochs_b)``; joint training gets ``epochs_a``
+            passes over the union of both tasks.
+        one_head, two_heads: ``(method, λ)`` pairs to train in each setting
+            (``("none", 0.0)`` for no penalty).
+        joint: also train the joint reference in each setting that has runs.
+
+    Returns:
+        One dict per run: ``setting``, ``method``, ``strength``, ``seed``,
+        ``acc_A``, ``acc_B``, ``mean`` (of the two).
+    """
+    task_a, task_b = tasks
+    epochs_a, epochs_b = epochs
+    one_head, two_heads = list(one_head), list(two_heads)
+    for method, _ in one_head + two_heads:
+        _check_method(method)
+    rows = []
+
+    def add(setting, method, strength, seed, accs):
+        acc_a, acc_b = (float(a) for a in accs)
+        rows.append(
+            dict(
+                setting=setting,
+                method=method,
+                strength=float(strength),
+                seed=int(seed),
+                acc_A=acc_a,
+                acc_B=acc_b,
+                mean=(acc_a + acc_b) / 2,
+            )
+        )
+
+    for seed in seeds:
+        learner = _train_a(task_a, seed, epochs_a)
+        imp = importances(task_a_fishers(learner.network, task_a, seed))
+        for setting, runs, train in (("one head", one_head, one_head_runs), ("two heads", two_heads, two_head_runs)):
+            if not runs:
+                continue
+            accs = train(learner.network, tasks, runs, imp, epochs=epochs_b, seed=seed + 1)
+            for (method, strength), acc in zip(runs, accs):
+                add(setting, method, strength, seed, acc)
+            if joint:
+                add(
+                    setting,
+                    "joint",
+                    0.0,
+                    seed,
+                    joint_run(tasks, two_heads=setting == "two heads", epochs=epochs_a, seed=seed),
+                )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics
+
+
+def t_quantile(df: int, q: float = 0.975) -> float:
+    """The ``q`` quantile of Student's t distribution with ``df`` degrees of freedom.
+
+    Computed with NumPy alone: bisection on the CDF, whose density is
+    integrated by Simpson's rule (accurate to about 1e-6; e.g. 2.262 for
+    df = 9, 12.706 for df = 1, 1.960 in the limit).
+    """
+    if not isinstance(df, (int, np.integer)) or isinstance(df, bool) or df <= 0:
+        raise ValueError(f"df must be a positive int, got {df!r}")
+    if not 0.5 < q < 1:
+        raise ValueError(f"q must be in (0.5, 1), got {q!r}")
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def cdf(x):  # 0.5 + ∫_0^x density, Simpson's rule on 4000 intervals
+        u = np.linspace(0.0, x, 4001)
+        f = np.exp(log_c - (df + 1) / 2 * np.log1p(u * u / df))
+        return 0.5 + (u[1] - u[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
+
+    low, high = 0.0, 1.0
+    while cdf(high) < q:
+        low, high = high, 2 * high
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < q else (low, mid)
+    return (low + high) / 2
+
+
+def interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of ``values`` and its ``level`` t-interval
+    (standard deviation with ddof=1). Needs at least 2 values."""
+    values = np.asarray(values, np.float64)
+    if values.ndim != 1 or len(values) < 2:
+        raise ValueError(f"values must be a 1-d sequence of at least 2 numbers, got shape {values.shape}")
+    mean = float(values.mean())
+    half = t_quantile(len(values) - 1, 0.5 + level / 2) * float(values.std(ddof=1)) / math.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def _rows(rows, setting, method, strength=None):
+    out = [
+        r
+        for r in rows
+        if r["setting"] == setting and r["method"] == method and (strength is None or r["strength"] == strength)
+    ]
+    if not out:
+        raise ValueError(f"no runs of {method!r} in setting {setting!r}")
+    return out
+
+
+def summary(rows, setting: str, method: str) -> dict:
+    """``{"acc_A"|"acc_B"|"mean": (mean, low, high)}`` over the seeds, with 95 % t-intervals."""
+    group = _rows(rows, setting, method)
+    return {key: interval([r[key] for r in group]) for key in ("acc_A", "acc_B", "mean")}
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """``method`` minus ``baseline``, seed by seed: mean, 95 % t-interval, number of seeds."""
+
+    method: str
+    baseline: str
+    diff: float
+    low: float
+    high: float
+    seeds: int
+
+    @property
+    def kind(self) -> str:
+        """``"better"`` (the interval is above 0), ``"worse"`` (below 0) or ``"inconclusive"``."""
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "inconclusive"
+
+
+def paired_difference(rows, setting: str, method: str, baseline: str, key: str = "mean") -> Difference:
+    """``method`` minus ``baseline`` on ``key``, paired by seed (the runs of a seed share task A)."""
+    a = {r["seed"]: r[key] for r in _rows(rows, setting, method)}
+    b = {r["seed"]: r[key] for r in _rows(rows, setting, baseline)}
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        raise ValueError(f"{method!r} and {baseline!r} share {len(seeds)} seeds; a paired interval needs 2")
+    mean, low, high = interval([a[s] - b[s] for s in seeds])
+    return Difference(method, baseline, mean, low, high, len(seeds))
+
+
+def verdict(d: Difference, names=None) -> str:
+    """A sentence saying what ``d``'s interval allows: who wins and by how much, or that it is open.
+
+    ``names`` maps methods to the words used (default: :data:`IN_SENTENCE`, else :func:`label`).
+    """
+    names = {**IN_SENTENCE, **(names or {})}
+    name, other = (names.get(m, label(m)) for m in (d.method, d.baseline))
+    span = f"95 % interval of the difference {d.low:+.3f} to {d.high:+.3f}, {d.seeds} seeds"
+    if d.kind == "better":
+        return f"{name} beats {other} by {d.diff:.3f} ({span})"
+    if d.kind == "worse":
+        return f"{other} beats {name} by {-d.diff:.3f} ({span})"
+    return (
+        f"{name} and {other} cannot be told apart: the difference is {d.diff:+.3f} and its interval contains 0 ({span})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# selection
+
+
+def select(rows, setting: str, method: str, grid) -> tuple[float, bool]:
+    """(λ, interior): the λ of ``grid`` with the highest mean over seeds of the
+    mean of both accuracies, and whether it lies strictly inside the grid."""
+    grid = sorted(float(g) for g in grid)
+    scores = {lam: np.mean([r["mean"] for r in _rows(rows, setting, method, lam)]) for lam in grid}
+    best = max(grid, key=lambda lam: scores[lam])
+    return best, grid[0] < best < grid[-1]
+
+
+def curve(rows, setting: str, method: str, key: str = "mean"):
+    """(strengths, mean over seeds of ``key``) along the grid, strengths in increasing order."""
+    group = _rows(rows, setting, method)
+    lams = sorted({r["strength"] for r in group})
+    return np.array(lams), np.array([np.mean([r[key] for r in group if r["strength"] == lam]) for lam in lams])
+
+
+# ---------------------------------------------------------------------------------------------
+# tables and figures
+
+
+def table(rows, setting: str, methods, strengths=None) -> str:
+    """One line per method: its λ and test accuracies, mean [95 % interval] over seeds."""
+    lines = [f"{'method':22s} {'lambda':>7s}   {'acc A':^19s}   {'acc B':^19s}   {'mean of A, B':^19s}"]
+    for m in methods:
+        s = summary(rows, setting, m)
+        lam = (strengths or {}).get(m)
+        cells = "   ".join(f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for v in (s["acc_A"], s["acc_B"], s["mean"]))
+        lines.append(f"{label(m):22s} {'-' if lam is None else format(lam, 'g'):>7s}   {cells}")
+    return "\n".join(lines)
+
+
+def selection_figure(rows, setting: str, methods, chosen: dict, seeds: int):
+    """Validation accuracy along the grid: the frontier (A against B) and the selection criterion."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2))
+    none = {k: np.mean([r[k] for r in _rows(rows, setting, "none")]) for k in ("acc_A", "acc_B", "mean")}
+    left.plot(none["acc_A"], none["acc_B"], "s", color=color("none"), ms=8, label=label("none"))
+    right.axhline(none["mean"], color=color("none"), ls="--", lw=1, label=label("none"))
+    for m in methods:
+        lams, acc_a = curve(rows, setting, m, "acc_A")
+        _, acc_b = curve(rows, setting, m, "acc_B")
+        _, mean = curve(rows, setting, m, "mean")
+        pick = int(np.flatnonzero(lams == chosen[m])[0])
+        name = f"{label(m)}, chosen λ = {chosen[m]:g}"
+        left.plot(acc_a, acc_b, "o-", color=color(m), ms=3, lw=1.2, label=name)
+        left.plot(acc_a[pick], acc_b[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
+        right.plot(lams, mean, "o-", color=color(m), ms=3, lw=1.2)
+        right.plot(lams[pick], mean[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
+    left.set(
+        xlabel="validation accuracy on task A",
+        ylabel="validation accuracy on task B",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+        title="Frontiers: A against B along the grid of λ",
+    )
+    right.set(
+        xscale="log",
+        xlabel="λ (total stiffness; importance normalised to mean 1)",
+        ylabel="mean of the validation accuracies",
+        title="Selection criterion along the grid",
+    )
+    left.legend(loc="lower left", fontsize=8)
+    right.legend(loc="lower left", fontsize=8)
+    fig.suptitle(
+        f"{setting.capitalize()}: validation accuracy, mean over {seeds} selection seeds (circles: the chosen λ)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def differences_figure(differences: dict):
+    """Paired differences to a baseline with their 95 % intervals, one panel per setting.
+
+    Args:
+        differences: ``{setting: [Difference, ...]}``.
+    """
+    fig, axes = plt.subplots(1, len(differences), figsize=(10.0, 3.2), squeeze=False)
+    for ax, (setting, diffs) in zip(axes[0], differences.items()):
+        for i, d in enumerate(diffs):
+            ax.errorbar(
+                d.diff, i, xerr=[[d.diff - d.low], [d.high - d.diff]], fmt="o", color=color(d.method), capsize=3, ms=6
+            )
+        ax.axvline(0, color="0.3", lw=1)
+        ax.set_yticks(range(len(diffs)), [f"{label(d.method)} − {label(d.baseline)}" for d in diffs], fontsize=8)
+        ax.set_ylim(-0.6, len(diffs) - 0.4)
+        ax.invert_yaxis()
+        ax.set(xlabel="difference in mean test accuracy of A and B", title=setting)
+    fig.suptitle("Paired differences at the chosen λ: mean and 95 % t-interval over seeds", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def useful_range(rows, setting: str, method: str, *, gain: float = 0.05, floor: float = 0.5) -> dict:
+    """Where along the grid a penalty starts and stops mattering (means over seeds).
+
+    Returns:
+        ``protects``: the smallest λ whose accuracy on A exceeds no penalty's
+        by more than ``gain`` (None if none does); ``collapses``: the smallest
+        λ whose accuracy on B is below ``floor`` (None if none is);
+        ``lowest_b``: the lowest accuracy on B along the grid.
+    """
+    none_a = np.mean([r["acc_A"] for r in _rows(rows, setting, "none")])
+    lams, acc_a = curve(rows, setting, method, "acc_A")
+    _, acc_b = curve(rows, setting, method, "acc_B")
+    protects = [lam for lam, a in zip(lams, acc_a) if a > none_a + gain]
+    collapses = [lam for lam, b in zip(lams, acc_b) if b < floor]
+    return {
+        "protects": float(protects[0]) if protects else None,
+        "collapses": float(collapses[0]) if collapses else None,
+        "lowest_b": float(acc_b.min()),
+    }
+
+
+def range_sentence(rows, setting: str, method: str, *, gain: float = 0.05, floor: float = 0.5) -> str:
+    """:func:`useful_range` in words, e.g. "for the L2 anchor, from λ = 0.01 on, and B falls below 0.5 from λ = 3"."""
+    r = useful_range(rows, setting, method, gain=gain, floor=floor)
+    start = "at no λ of the grid" if r["protects"] is None else f"from λ = {r['protects']:g} on"
+    stop = (
+        f"B falls below {floor:g} from λ = {r['collapses']:g}"
+        if r["collapses"] is not None
+        else f"B never falls below {floor:g} on the grid (its lowest: {r['lowest_b']:.3f})"
+    )
+    return f"for {IN_SENTENCE.get(method, label(method))}, {start}, and {stop}"
+
+
+def edge_sentence(chosen: dict) -> str:
+    """Says which chosen λ lie at an end of the grid (``chosen``: ``{method: (λ, interior)}``)."""
+    edge = [f"{IN_SENTENCE.get(m, label(m))} (λ = {lam:g})" for m, (lam, interior) in chosen.items() if not interior]
+    if not edge:
+        return "every chosen λ lies inside the grid, with a grid point on either side"
+    which = edge[0] if len(edge) == 1 else ", ".join(edge[:-1]) + " and " + edge[-1]
+    return (
+        f"the chosen λ lies at an end of the grid for {which}: the best λ may lie beyond the grid, "
+        "so these choices are flagged"
+    )
