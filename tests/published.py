@@ -13,7 +13,9 @@ what it ends at differs in the last digits of the weights and, through them,
 in a few test images: an accuracy over 5,000-10,000 test images moves by a
 few thousandths, a difference of two accuracies by up to twice that, a
 quantity computed from trained weights (a Fisher total, a distance) by a few
-per cent. A timing moves by any amount; a count never moves. The tolerances
+per cent, and a noise-dominated quantity (the error of an estimate from ten
+samples, a spread over seeds, a term whose expectation is zero) by up to half
+its value. A timing moves by any amount; a count never moves. The tolerances
 below are set from what such re-runs measured (README, "Published numbers"),
 with a margin, and stay tight enough that a real change fails: changing
 ``fit_task``'s learning rate from 1e-3 to 2e-3 moves dozens of values far
@@ -36,6 +38,9 @@ RULES = [
     # wall-clock times, speeds and ratios of times: any value is fine
     (r"seconds|minutes|_time|time_|_ms\b|_ms_|speed|per_step|cost_ratio|runtime|_over_fast|faster|slower",
      "ignore", None, None),
+    # noise-dominated quantities: errors of estimators from few samples, spreads over seeds, terms whose
+    # expectation is zero (their value is mostly the noise of the particular trained weights)
+    (r"error|_err\b|_err_|cross|share_sampling|_std|spread_|_sd\b", "number", 0.01, 0.5),
     # accuracies, means of accuracies, and differences or intervals of them (fractions of 5,000-10,000 images)
     (r"acc|mean|forgetting|transfer|bwt|intransigence|drop|gap|_diff|delta|_ci|interval|margin|chance|majority",
      "number", 0.025, 0.0),
