@@ -183,6 +183,7 @@ def train_sequence(
     callbacks=(),
     verbose: int = 0,
     reset_optimizer: bool = True,
+    consolidate_with=None,
 ) -> SequenceResult:
     """Train ``network`` on ``tasks`` in order with ``method``'s penalty.
 
@@ -198,6 +199,9 @@ def train_sequence(
         callbacks: Keras callbacks for every ``fit``.
         reset_optimizer: a fresh Adam for every task (``True``) or one Adam
             kept across the whole sequence.
+        consolidate_with: ``None``, or a function ``(learner, task, seed)``
+            called after every task but the last instead of ``method``'s
+            consolidation (e.g. :func:`ewcbook.kfac.consolidate_kfac`).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -224,7 +228,9 @@ def train_sequence(
             )
         )
         R[i] = evaluate_tasks(learner, tasks)
-        if i < len(tasks) - 1:
+        if i < len(tasks) - 1 and consolidate_with is not None:
+            consolidate_with(learner, task, seed + i)
+        elif i < len(tasks) - 1:
             consolidate(
                 method,
                 learner,

@@ -98,16 +98,7 @@ def diagonal_fisher(
         raise ValueError(f"estimator must be one of {ESTIMATORS} (or its alias 'true'), got {estimator!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if num_samples is not None and (
-        not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0
-    ):
-        raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
-    if seed is None:
-        seed = int(np.random.randint(2**31 - 1))
-    elif not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    dataset = _as_dataset(data, batch_size)
-    _check_inputs_fit(model, dataset.element_spec[0])
+    dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
     num_outputs = _num_outputs(model)
 
     steps = _dense_steps(model)
@@ -189,6 +180,25 @@ def _check_model(model) -> None:
             f"model must output logits, but the last layer of {model.name!r} applies softmax; "
             "use activation=None and from_logits=True in the loss"
         )
+
+
+def checked_data(model, data, num_samples, seed, batch_size):
+    """``data`` as a batched dataset that fits ``model``, and the seed to sample labels with.
+
+    Shared by every estimator of curvature (this module, :mod:`ewcbook.kfac`);
+    raises a ValueError or TypeError naming the argument that is not as expected.
+    """
+    if num_samples is not None and (
+        not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0
+    ):
+        raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+    if seed is None:
+        seed = int(np.random.randint(2**31 - 1))
+    elif not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
+    dataset = _as_dataset(data, batch_size)
+    _check_inputs_fit(model, dataset.element_spec[0])
+    return dataset, seed
 
 
 def _model_input_shape(model):
@@ -311,21 +321,31 @@ def _labels(logits, y, seed, estimator):
     return [(tf.one_hot(tf.cast(y, tf.int32), num_classes), None)]
 
 
+def dense_forward(steps, x, tape):
+    """The forward pass of a Dense stack, keeping what per-example gradients are made of.
+
+    Returns ``(logits, inputs, outputs)``: each Dense layer's input a and output
+    z (watched by ``tape``), so that one backward pass from the logits gives the
+    gradient δ at every output, and a layer's per-example kernel gradient is aᵀδ.
+    """
+    a, inputs, outputs = x, [], []
+    for kind, layer in steps:
+        if kind == "flatten":
+            a = tf.reshape(a, [tf.shape(a)[0], -1])
+        elif kind == "act":
+            a = layer(a)
+        else:
+            inputs.append(a)
+            z = tf.matmul(a, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
+            tape.watch(z)
+            outputs.append(z)
+            a = layer.activation(z)
+    return a, inputs, outputs
+
+
 def _fast_batch(steps, x, y, seed, estimator):
     with tf.GradientTape(persistent=True) as tape:
-        a, inputs, outputs = x, [], []
-        for kind, layer in steps:
-            if kind == "flatten":
-                a = tf.reshape(a, [tf.shape(a)[0], -1])
-            elif kind == "act":
-                a = layer(a)
-            else:
-                inputs.append(a)
-                z = tf.matmul(a, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
-                tape.watch(z)
-                outputs.append(z)
-                a = layer.activation(z)
-        logits = a
+        logits, inputs, outputs = dense_forward(steps, x, tape)
     probs = tf.nn.softmax(logits)
     sums = []
     for onehot, w in _labels(logits, y, seed, estimator):

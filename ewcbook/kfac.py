@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook.data import Task
-from ewcbook.fisher import ALIASES, ESTIMATORS, _as_dataset, _check_model, _dense_steps, _labels
+from ewcbook.fisher import ALIASES, ESTIMATORS, _check_model, _dense_steps, _labels, checked_data, dense_forward
 from ewcbook.penalties import REGISTRY, _check_gamma, _check_strength
 
 __all__ = [
@@ -111,15 +111,7 @@ def kronecker_factors(
             f"variables are all trainable; {model.name!r} is not one"
         )
     estimator = _check_estimator(estimator)
-    if num_samples is not None and (
-        not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0
-    ):
-        raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
-    if seed is None:
-        seed = int(np.random.randint(2**31 - 1))
-    elif not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    dataset = _as_dataset(data, batch_size)
+    dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
     x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
     batch_fn = _compiled(model, steps, estimator, (tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype))
 
@@ -166,19 +158,7 @@ def _factor_batch(steps, x, y, seed, estimator):
     """Σ over the batch of ā āᵀ and of δ δᵀ for every Dense layer: [A_1, G_1, A_2, G_2, ...]."""
     dense = [layer for kind, layer in steps if kind == "dense"]
     with tf.GradientTape(persistent=estimator == "exact") as tape:
-        a, inputs, outputs = x, [], []
-        for kind, layer in steps:
-            if kind == "flatten":
-                a = tf.reshape(a, [tf.shape(a)[0], -1])
-            elif kind == "act":
-                a = layer(a)
-            else:
-                inputs.append(a)
-                z = tf.matmul(a, layer.kernel) + (layer.bias if layer.use_bias else 0.0)
-                tape.watch(z)
-                outputs.append(z)
-                a = layer.activation(z)
-        logits = a
+        logits, inputs, outputs = dense_forward(steps, x, tape)
     probs = tf.nn.softmax(logits)
     labels = _labels(logits, y, seed, estimator)
     g_sums = [0.0] * len(dense)  # the exact estimator takes one backward pass per class
@@ -481,9 +461,7 @@ def full_fisher(
     size = sum(int(np.prod(v.shape)) for v in variables)
     if not isinstance(max_params, int) or size > max_params:
         raise ValueError(f"model has {size} parameters, more than max_params={max_params!r}: P² floats would not fit")
-    if seed is None:
-        seed = int(np.random.randint(2**31 - 1))
-    dataset = _as_dataset(data, batch_size)
+    dataset, seed = checked_data(model, data, None, seed, batch_size)
     x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
     spec = [
         tf.TensorSpec([None, *x_spec.shape[1:]], x_spec.dtype),
@@ -580,37 +558,16 @@ def train_kfac_sequence(
     Returns:
         A :class:`ewcbook.experiments.SequenceResult`.
     """
-    import time
+    from ewcbook.experiments import train_sequence
 
-    from ewcbook.evaluation import evaluate_tasks
-    from ewcbook.experiments import SequenceResult, fit_task
-    from ewcbook.training import ContinualModel
-
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise TypeError("tasks must be a non-empty list of Task objects")
     _check_strength(strength)
-    epochs = [epochs] * len(tasks) if isinstance(epochs, int) else list(epochs)
-    if len(epochs) != len(tasks):
-        raise ValueError(f"epochs must be an int or one int per task ({len(tasks)}), got {epochs!r}")
-    start = time.perf_counter()
-    learner = ContinualModel(network)
-    R, histories = np.zeros((len(tasks), len(tasks))), []
-    for i, task in enumerate(tasks):
-        fit = dict(epochs=epochs[i], batch_size=batch_size, learning_rate=learning_rate, seed=seed + i)
-        histories.append(fit_task(learner, task, verbose=verbose, **fit))
-        R[i] = evaluate_tasks(learner, tasks)
-        if i < len(tasks) - 1:
-            consolidate_kfac(
-                learner,
-                task,
-                strength,
-                estimator=estimator,
-                fisher_samples=fisher_samples,
-                gamma=gamma,
-                damping=damping,
-                seed=seed + i,
-            )
-    return SequenceResult(R, time.perf_counter() - start, learner, histories)
+
+    def consolidate(learner, task, seed):
+        consolidate_kfac(learner, task, strength, estimator=estimator, fisher_samples=fisher_samples,
+                         gamma=gamma, damping=damping, seed=seed)
+
+    return train_sequence(network, tasks, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                          seed=seed, verbose=verbose, consolidate_with=consolidate)
 
 
 # --- reading results over seeds ------------------------------------------------------
