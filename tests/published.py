@@ -11,11 +11,15 @@ this machine with ``TF_ENABLE_ONEDNN_OPTS=0``) adds floating-point numbers in
 another order. A training run then follows a slightly different path, and
 what it ends at differs in the last digits of the weights and, through them,
 in a few test images: an accuracy over 5,000-10,000 test images moves by a
-few thousandths, a difference of two accuracies by up to twice that, a
+few thousandths, a mean over seeds of accuracies that forgetting makes
+chaotic (task A after task B) or the end of its interval by up to 0.03
+(measured with ``TF_ENABLE_ONEDNN_OPTS=0``: 0.030 in chapter 5), a
 quantity computed from trained weights (a Fisher total, a distance) by a few
 per cent, and a noise-dominated quantity (the error of an estimate from ten
 samples, a spread over seeds, a term whose expectation is zero) by up to half
-its value. A timing moves by any amount; a count never moves. The tolerances
+its value, and the rise of task A's loss measured after one run of task B
+by a factor (0.37 against 0.60 in chapter 5, whose point is that the rise
+is thousands of times what the quadratic predicts). A timing moves by any amount; a count never moves. The tolerances
 below are set from what such re-runs measured (README, "Published numbers"),
 with a margin, and stay tight enough that a real change fails: changing
 ``fit_task``'s learning rate from 1e-3 to 2e-3 moves dozens of values far
@@ -38,12 +42,15 @@ RULES = [
     # wall-clock times, speeds and ratios of times: any value is fine
     (r"seconds|minutes|_time|time_|_ms\b|_ms_|speed|per_step|cost_ratio|runtime|_over_fast|faster|slower",
      "ignore", None, None),
+    # the rise of a task's loss measured after training on the next task, in one run: another CPU ends the run
+    # elsewhere in the loss landscape, and what the chapter reads from it is its order of magnitude
+    (r"_rise", "log", 3.0, None),
     # noise-dominated quantities: errors of estimators from few samples, spreads over seeds, terms whose
     # expectation is zero (their value is mostly the noise of the particular trained weights)
     (r"error|_err\b|_err_|cross|share_sampling|_std|spread_|_sd\b", "number", 0.01, 0.5),
     # accuracies, means of accuracies, and differences or intervals of them (fractions of 5,000-10,000 images)
     (r"acc|mean|forgetting|transfer|bwt|intransigence|drop|gap|_diff|delta|_ci|interval|margin|chance|majority",
-     "number", 0.025, 0.0),
+     "number", 0.04, 0.0),
     # everything else computed from trained weights: Fisher values, distances, ratios, correlations, losses
     (r".", "number", 1e-6, 0.10),
 ]
@@ -62,6 +69,12 @@ def differences(key: str, fresh, committed) -> list[str]:
     kind, atol, rtol = rule_for(key)
     if kind == "ignore":
         return []
+    if kind == "log":  # within a factor `atol`, same sign
+        factor = atol
+        ok = isinstance(fresh, (int, float)) and isinstance(committed, (int, float)) and fresh * committed > 0
+        if ok and abs(math.log(fresh / committed)) <= math.log(factor):
+            return []
+        return [f"{key}: {fresh!r} is not within a factor {factor:g} of the published {committed!r}"]
     return _compare(key, fresh, committed, atol, rtol)
 
 
