@@ -5,7 +5,7 @@ with experiments (task sequences, λ sweeps), sweeps (copies of a network
 trained side by side), state (saving consolidation) and plots on the side.
 """
 
-from ewcbook import comparison, kfac, plots
+from ewcbook import comparison, kfac, plots, sequences
 from ewcbook.data import Task, joint, permuted_mnist, split_mnist, validation_split
 from ewcbook.evaluation import (
     TaskAccuracyHistory,
@@ -30,6 +30,7 @@ __all__ = [
     "comparison",
     "kfac",
     "plots",
+    "sequences",
     "EWC",
     "ContinualModel",
     "L2Anchor",

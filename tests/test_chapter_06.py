@@ -1,43 +1,80 @@
-"""Chapter 6: many permuted-MNIST tasks, online EWC, learning a third task from saved state."""
+"""Chapter 6: ten permuted-MNIST tasks over seeds, memory of merged penalties, a third task from saved state.
+
+Claims are invariants of the chapter, not which method wins: joint training is
+an upper bound, EWC keeps more than no penalty, every glued verdict agrees with
+its interval, memory is what the formulas say, and continuing from saved state
+is exact.
+"""
 
 from __future__ import annotations
 
-import nbformat
 import pytest
-from conftest import BOOK, glued_values
+from conftest import FULL_RUNS, full_run
 
 CHAPTER = "06_beyond_two_tasks.ipynb"
-METHODS = ("none", "l2", "ewc", "online", "online_gamma1")
+SEQUENTIAL = ("none", "l2", "l2_moving", "ewc", "online_ewc")
 
 
-def check_claims(vals: dict, *, margin: float) -> None:
-    # EWC keeps more of the old tasks than training with no penalty
-    assert vals["ch6_avg_acc_ewc"] > vals["ch6_avg_acc_none"] + margin
-    for name in METHODS:
-        assert 0.0 <= vals[f"ch6_avg_acc_{name}"] <= 1.0
+def expected_verdict(low: float, high: float, choices: list) -> str:
+    higher, lower, unclear = choices
+    return higher if low > 0 else lower if high < 0 else unclear
+
+
+def check_claims(v: dict, *, margin: float, full: bool) -> None:
+    for name in (*SEQUENTIAL, "joint"):
+        assert 0.0 <= v[f"ch6_avg_acc_{name}_low"] <= v[f"ch6_avg_acc_{name}"] <= v[f"ch6_avg_acc_{name}_high"]
+    # EWC keeps more of the old tasks than training with no penalty, by a margin
+    assert v["ch6_avg_acc_ewc"] > v["ch6_avg_acc_none"] + margin
+    if full:  # on ten full tasks (the smoke profile's 1,000 images are too few for a bound or an interval)
+        # joint training, all tasks at once, is the upper bound of every sequential learner (means over seeds)
+        for name in SEQUENTIAL:
+            assert v["ch6_avg_acc_joint"] >= v[f"ch6_avg_acc_{name}"], name
+        assert v["ch6_diff_ewc_none_low"] > 0, "seed by seed"
+    # every verdict sentence is the one its interval calls for
+    verdicts = [k[len("ch6_verdict_"):] for k in v if k.startswith("ch6_verdict_") and f"ch6_choices_{k[12:]}" in v]
+    assert len(verdicts) >= 6
+    for key in verdicts:
+        low, high = v[f"ch6_diff_{key}_low"], v[f"ch6_diff_{key}_high"]
+        assert v[f"ch6_verdict_{key}"] == expected_verdict(low, high, v[f"ch6_choices_{key}"]), key
+        assert low <= v[f"ch6_diff_{key}"] <= high
+    goal_low, goal_high = v["ch6_avg_acc_ewc_low"] - 0.943, v["ch6_avg_acc_ewc_high"] - 0.943
+    assert ("above" in v["ch6_verdict_goal"]) == (goal_low > 0)
+    assert ("below" in v["ch6_verdict_goal"]) == (goal_high < 0)
+    # the sentence on forgetting and backward transfer follows the runs (equal up to sign in every run, or not)
+    assert v["ch6_bwt_sentence"].startswith("say the same") == v["ch6_bwt_equals_forgetting"]
+    if v["ch6_bwt_equals_forgetting"]:
+        for name in SEQUENTIAL:
+            assert v[f"ch6_bwt_{name}"] == pytest.approx(-v[f"ch6_forgetting_{name}"], abs=1e-9)
+    # memory: merged penalties hold 2P numbers (anchor + importance) at any number of tasks; a moving L2 anchor P
+    P = v["ch6_num_params"]
+    assert v["ch6_floats_ewc"] == v["ch6_floats_online_ewc"] == v["ch6_floats_l2"] == 2 * P
+    assert v["ch6_floats_l2_moving"] == P
+    assert v["ch6_floats_none"] == 0
+    # one merged quadratic equals the sum of per-task penalties, value and gradient, with half the numbers for 2 tasks
+    assert v["ch6_merged_value_rel_diff"] < 1e-5
+    assert v["ch6_merged_grad_rel_diff"] < 1e-3
+    assert v["ch6_merged_floats"] == 2 * P and v["ch6_separate_floats"] == 4 * P
     # learning the next task from the saved state is bit for bit learning it in memory
-    assert vals["ch6_state_max_diff"] == 0.0
-    assert vals["ch6_state_same_accuracy"] is True
-    # memory: per-task EWC keeps an anchor and a Fisher per consolidated task, online EWC one of each
-    P, consolidated = vals["ch6_num_params"], vals["ch6_num_tasks"] - 1
-    assert vals["ch6_floats_online"] == vals["ch6_floats_online_gamma1"] == 2 * P
-    assert vals["ch6_floats_ewc"] == 2 * P * consolidated
-    assert vals["ch6_floats_l2"] == P * consolidated
-    assert vals["ch6_floats_none"] == 0
+    assert v["ch6_state_max_diff"] == 0.0
+    assert v["ch6_state_same_accuracy"] is True
+    # λ and γ come from the validation grids
+    assert v["ch6_strength_ewc"] in (10.0, 100.0, 1e3, 1e4)
+    assert 0 < v["ch6_gamma"] <= 1
 
 
 @pytest.mark.notebooks
 @pytest.mark.mnist
 def test_chapter_06_smoke(run_chapter):
-    vals = run_chapter(CHAPTER)
-    assert vals["ch6_num_tasks"] == 3
-    check_claims(vals, margin=0.01)
+    v = run_chapter(CHAPTER)
+    assert v["ch6_num_tasks"] == 3 and v["ch6_num_seeds"] == 3
+    check_claims(v, margin=0.01, full=False)
 
 
-def test_chapter_06_committed_full_profile():
-    vals = glued_values(nbformat.read(BOOK / CHAPTER, as_version=4))
-    assert "ch6_avg_acc_ewc" in vals, "the committed chapter must hold its full-profile outputs (make execute)"
-    assert vals["ch6_num_tasks"] == 10
-    check_claims(vals, margin=0.1)
-    # online EWC's memory does not grow: the same 2P floats after 10 tasks as in any shorter run
-    assert vals["ch6_floats_online"] == 2 * vals["ch6_num_params"]
+@pytest.mark.parametrize("source", FULL_RUNS)
+def test_chapter_06_full_profile(source):
+    v = full_run(CHAPTER, source)
+    assert v["ch6_num_tasks"] == 10 and v["ch6_num_seeds"] >= 3 and v["ch6_n_train"] == 60000
+    check_claims(v, margin=0.1, full=True)
+    # the ablation table is the committed one (run outside the chapter) and covers the issue's factors
+    factors = {v.get(f"ch6_abl_acc_{name}") is not None for name in ("base", "keep_adam", "none_base")}
+    assert factors == {True}

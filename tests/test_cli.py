@@ -39,3 +39,19 @@ def test_reproduce_smoke_writes_json_and_shows_forgetting(tmp_path, capsys):
     assert runs["l2"]["acc_A"] > runs["none"]["acc_A"], "the anchor keeps more of task A"
     permuted = {r["method"]: r for r in results["permuted"]}
     assert set(permuted) == {"none", "ewc"} and all(0 <= r["average_accuracy"] <= 1 for r in permuted.values())
+
+
+def test_reproduce_uses_chapter_6_final_settings():
+    import nbformat
+    from conftest import BOOK, glued_values
+
+    from ewcbook.__main__ import PERMUTED, PERMUTED_STRENGTHS
+
+    v = glued_values(nbformat.read(BOOK / "06_beyond_two_tasks.ipynb", as_version=4))
+    assert (PERMUTED["epochs"], PERMUTED["batch_size"], PERMUTED["fisher_samples"]) == (
+        v["ch6_epochs"],
+        v["ch6_batch"],
+        v["ch6_fisher_samples"],
+    )
+    assert PERMUTED["reset_optimizer"] is False, "chapter 6 keeps one Adam across tasks"
+    assert PERMUTED_STRENGTHS["ewc"] == v["ch6_strength_ewc"]
