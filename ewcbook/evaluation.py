@@ -79,6 +79,32 @@ def evaluate_tasks(model: keras.Model, tasks, split: str = "test") -> np.ndarray
     return np.array([task_accuracy(model, t, split) for t in tasks])
 
 
+#: Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom.
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+       2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+       2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_interval(values, axis: int = 0):
+    """Mean and 95 % Student-t interval of ``values`` over ``axis`` (the seeds).
+
+    Returns:
+        ``(mean, low, high)``; with one value, low = high = mean (no interval).
+
+    Raises:
+        ValueError: if there are more than 31 values (no table entry) or none.
+    """
+    values = np.asarray(values, dtype=float)
+    n = values.shape[axis]
+    if n == 0 or n > len(T95) + 1:
+        raise ValueError(f"values must hold 1 to {len(T95) + 1} entries along axis {axis}, got {n}")
+    mean = values.mean(axis=axis)
+    if n == 1:
+        return mean, mean, mean
+    half = T95[n - 2] * values.std(axis=axis, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half
+
+
 def _check_matrix(R) -> np.ndarray:
     R = np.asarray(R, dtype=float)
     if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from ewcbook import plots
+from ewcbook import evaluation, plots
 from ewcbook.data import NUM_PIXELS, Task
 from ewcbook.evaluation import average_accuracy, evaluate_tasks
 from ewcbook.experiments import METHODS, train_sequence
@@ -34,10 +34,6 @@ from ewcbook.utils import set_seed
 #: Colours and names of the methods :data:`ewcbook.plots.METHODS` does not have.
 EXTRA_METHODS = {"l2_moving": ("#17becf", "L2, moving anchor")}
 
-#: Two-sided 95 % quantiles of Student's t for 1..30 degrees of freedom.
-_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-        2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-        2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def color(method: str) -> str:
@@ -67,15 +63,9 @@ def mean_interval(values) -> tuple[float, float, float]:
         (0.92, 0.8703..., 0.9696...)
     """
     values = np.asarray(values, dtype=float).ravel()
-    if not 1 <= len(values) <= len(_T95) + 1:
-        raise ValueError(f"values must hold 1 to {len(_T95) + 1} numbers, got {len(values)}")
     if not np.all(np.isfinite(values)):
         raise ValueError("values must be finite")
-    mean = float(values.mean())
-    if len(values) == 1:
-        return mean, mean, mean
-    half = _T95[len(values) - 2] * float(values.std(ddof=1)) / float(np.sqrt(len(values)))
-    return mean, mean - half, mean + half
+    return tuple(float(v) for v in evaluation.mean_interval(values))
 
 
 def paired_difference(a, b) -> tuple[float, float, float]:
