@@ -21,7 +21,7 @@ from ewcbook.models import mlp
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
 from ewcbook.state import load_state, save_state
 from ewcbook.sweeps import copy_accuracies, copy_weights, stack_network, train_copies
-from ewcbook.training import ContinualModel, NonFiniteLossError
+from ewcbook.training import ContinualModel, FusedAdam, NonFiniteLossError
 from ewcbook.utils import set_seed
 
 __version__ = "0.1.0"
@@ -33,6 +33,7 @@ __all__ = [
     "sequences",
     "EWC",
     "ContinualModel",
+    "FusedAdam",
     "L2Anchor",
     "NonFiniteLossError",
     "OnlineEWC",

@@ -19,7 +19,7 @@ from ewcbook.data import Task
 from ewcbook.evaluation import evaluate_tasks
 from ewcbook.fisher import diagonal_fisher
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
-from ewcbook.training import ContinualModel
+from ewcbook.training import ContinualModel, FusedAdam
 
 METHODS = ("none", "l2", "l2_moving", "ewc", "online_ewc")
 
@@ -83,7 +83,7 @@ def _compile(learner, learning_rate, steps_per_execution, reset_optimizer) -> No
                 variable.assign(value)
         return
     learner.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=FusedAdam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
@@ -184,6 +184,8 @@ def train_sequence(
     verbose: int = 0,
     reset_optimizer: bool = True,
     consolidate_with=None,
+    evaluate_unseen: bool = True,
+    start: SequenceResult | None = None,
 ) -> SequenceResult:
     """Train ``network`` on ``tasks`` in order with ``method``'s penalty.
 
@@ -202,6 +204,13 @@ def train_sequence(
         consolidate_with: ``None``, or a function ``(learner, task, seed)``
             called after every task but the last instead of ``method``'s
             consolidation (e.g. :func:`ewcbook.kfac.consolidate_kfac`).
+        evaluate_unseen: also evaluate the tasks not trained on yet (the
+            upper triangle of R); ``False`` leaves them NaN and saves that time.
+        start: ``None``, or the result of the same call on ``tasks[:1]``
+            with no penalty (e.g. with ``method="none"``). Every method trains
+            the first task alike, so several methods can share it: the
+            sequence then starts from a copy of that learner (weights and
+            optimizer state) and gives the same result as training task 1 again.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -210,24 +219,29 @@ def train_sequence(
     epochs = [epochs] * len(tasks) if isinstance(epochs, int) else list(epochs)
     if len(epochs) != len(tasks):
         raise ValueError(f"epochs must be an int or one int per task ({len(tasks)}), got {epochs!r}")
-    start = time.perf_counter()
+    started = time.perf_counter()
     learner = ContinualModel(network)
-    R, histories = np.zeros((len(tasks), len(tasks))), []
+    R, histories = np.full((len(tasks), len(tasks)), np.nan), []
     for i, task in enumerate(tasks):
-        histories.append(
-            fit_task(
-                learner,
-                task,
-                epochs=epochs[i],
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=seed + i,
-                callbacks=callbacks,
-                verbose=verbose,
-                reset_optimizer=reset_optimizer,
+        if i == 0 and start is not None:
+            _continue_from(start, learner, learning_rate)
+            histories.append(start.histories[0])
+        else:
+            histories.append(
+                fit_task(
+                    learner,
+                    task,
+                    epochs=epochs[i],
+                    batch_size=batch_size,
+                    learning_rate=learning_rate,
+                    seed=seed + i,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                    reset_optimizer=reset_optimizer,
+                )
             )
-        )
-        R[i] = evaluate_tasks(learner, tasks)
+        seen = tasks if evaluate_unseen else tasks[: i + 1]
+        R[i, : len(seen)] = evaluate_tasks(learner, seen)
         if i < len(tasks) - 1 and consolidate_with is not None:
             consolidate_with(learner, task, seed + i)
         elif i < len(tasks) - 1:
@@ -241,7 +255,23 @@ def train_sequence(
                 gamma=gamma,
                 seed=seed + i,
             )
-    return SequenceResult(R, time.perf_counter() - start, learner, histories)
+    return SequenceResult(R, time.perf_counter() - started, learner, histories)
+
+
+def _continue_from(start: SequenceResult, learner: ContinualModel, learning_rate: float) -> None:
+    """Give ``learner`` the weights and Adam state of ``start``'s learner after its first task."""
+    if not isinstance(start, SequenceResult) or len(start.histories) != 1 or start.learner.penalties:
+        raise ValueError("start must be the SequenceResult of one task trained with no penalty")
+    source = start.learner
+    (rate, steps_per_execution), *_ = source._fit_task_compiled
+    if rate != float(learning_rate):
+        raise ValueError(f"start was trained with learning_rate {rate:g}, not {learning_rate:g}")
+    learner.network.set_weights(source.network.get_weights())
+    _compile(learner, rate, steps_per_execution, True)
+    if len(learner.optimizer.variables) != len(source.optimizer.variables):
+        raise ValueError("start was trained with another network")
+    for mine, theirs in zip(learner.optimizer.variables, source.optimizer.variables):
+        mine.assign(theirs)
 
 
 def strength_sweep(

@@ -77,12 +77,11 @@ class Penalty:
         self.task_count = 1
 
     def __call__(self) -> tf.Tensor:
+        weights = self.importance or [None] * len(self.anchors)
         total = self.constant.value()
-        for k, (variable, anchor) in enumerate(zip(self.variables, self.anchors)):
-            sq = tf.square(tf.convert_to_tensor(variable) - anchor)
-            if self.importance is not None:
-                sq = self.importance[k] * sq
-            total += tf.reduce_sum(sq)
+        for variable, anchor, weight in zip(self.variables, self.anchors, weights):
+            total += _weighted_square(tf.convert_to_tensor(variable), anchor.value(),
+                                      None if weight is None else weight.value())
         return 0.5 * self.strength * total
 
     def _merge(self, importance) -> None:
@@ -245,6 +244,24 @@ class OnlineEWC(Penalty):
 
     def __repr__(self) -> str:
         return f"OnlineEWC(strength={self.strength:g}, gamma={self.gamma:g}, tasks={self.task_count})"
+
+
+def _weighted_square(theta, anchor, weight):
+    """Σ w (θ − θ̄)², with its gradient 2 w (θ − θ̄) written out.
+
+    The same value and gradient as automatic differentiation of the formula,
+    in two elementwise passes fewer per variable (one product is shared by the
+    value and the gradient): the penalty's cost per training step is a few
+    passes over the weights, next to the optimizer's own.
+    """
+
+    @tf.custom_gradient
+    def weighted_square(theta):
+        diff = theta - anchor
+        weighted = diff if weight is None else weight * diff
+        return tf.reduce_sum(weighted * diff), lambda upstream: (2.0 * upstream) * weighted
+
+    return weighted_square(theta)
 
 
 def _trainable_variables(model):

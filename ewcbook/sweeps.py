@@ -30,7 +30,7 @@ import tensorflow as tf
 from ewcbook.data import Task
 from ewcbook.evaluation import count_correct
 from ewcbook.penalties import Penalty, _check_importance
-from ewcbook.training import ContinualModel
+from ewcbook.training import ContinualModel, FusedAdam
 
 
 class StackedDense(keras.layers.Layer):
@@ -163,7 +163,7 @@ def train_copies(
             axis = 1 if k == 0 else 0  # the first kernel is (in, copies, units)
             stacked_importance.append(np.stack([s * w[k] for s, w in zip(strengths, importances)], axis=axis))
         learner.penalties = [Penalty(stacked, 1.0, stacked_importance)]
-    learner.compile(optimizer=keras.optimizers.Adam(learning_rate), steps_per_execution=steps_per_execution)
+    learner.compile(optimizer=FusedAdam(learning_rate), steps_per_execution=steps_per_execution)
     learner.fit(task.dataset("train", batch_size=batch_size, seed=seed), epochs=epochs, verbose=0, shuffle=False)
     return stacked
 

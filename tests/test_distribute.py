@@ -49,6 +49,14 @@ SCRIPT = textwrap.dedent(
             "eval_penalty": evaluated["penalty"],
             "task_loss": float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, network(x))),
         }
+        with strategy.scope():  # the library's fused Adam, each replica updating its copy of the weights
+            network = eb.mlp(3, (8,), input_shape=(5,))
+            network.set_weights(init)
+            learner = eb.ContinualModel(network)
+            learner.compile(optimizer=eb.FusedAdam(0.05),
+                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        learner.fit(data, epochs=2, verbose=0, shuffle=False)
+        results[replicas]["adam_weights"] = [w.tolist() for w in network.get_weights()]
     json.dump(results, sys.stdout)
     """
 )
@@ -74,6 +82,12 @@ def test_training_with_penalties_is_the_same_on_several_replicas(runs, replicas)
     np.testing.assert_allclose(many["loss"], one["loss"], rtol=1e-5)
     np.testing.assert_allclose(many["penalty"], one["penalty"], rtol=1e-5)
     assert one["penalty"][0] > 0.1  # the penalty matters in this test
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+def test_fused_adam_is_the_same_on_several_replicas(runs, replicas):
+    for a, b in zip(runs[1]["adam_weights"], runs[replicas]["adam_weights"]):
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-5, atol=1e-5)
 
 
 def test_evaluate_reports_the_task_loss_without_the_penalty(runs):

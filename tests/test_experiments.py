@@ -39,6 +39,37 @@ def test_train_sequence_is_deterministic():
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("reset_optimizer", [True, False])
+def test_a_shared_first_task_gives_the_same_sequence_as_training_it_again(reset_optimizer):
+    settings = dict(method="ewc", strength=10.0, epochs=2, batch_size=16, reset_optimizer=reset_optimizer, seed=5)
+    eb.set_seed(5)
+    whole = eb.train_sequence(eb.mlp(2, (8,)), _tasks(), **settings)
+    eb.set_seed(5)
+    first = eb.train_sequence(eb.mlp(2, (8,)), _tasks()[:1], **{**settings, "method": "none"})
+    resumed = eb.train_sequence(eb.mlp(2, (8,)), _tasks(), start=first, **settings)
+    np.testing.assert_array_equal(resumed.R, whole.R)
+    for a, b in zip(resumed.learner.get_weights(), whole.learner.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(resumed.learner.optimizer.variables, whole.learner.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_start_must_be_one_task_without_penalty():
+    eb.set_seed(0)
+    two = eb.train_sequence(eb.mlp(2, (8,)), _tasks()[:2], method="l2", strength=1.0, epochs=1)
+    with pytest.raises(ValueError, match="start must be"):
+        eb.train_sequence(eb.mlp(2, (8,)), _tasks(), start=two, epochs=1)
+
+
+def test_unseen_tasks_can_be_left_unevaluated():
+    eb.set_seed(0)
+    R = eb.train_sequence(eb.mlp(2, (8,)), _tasks(), epochs=1, evaluate_unseen=False).R
+    assert np.all(np.isnan(R[np.triu_indices(3, 1)])) and not np.any(np.isnan(R[np.tril_indices(3)]))
+    assert 0 <= eb.average_accuracy(R) <= 1 and 0 <= eb.forgetting(R) <= 1
+    with pytest.raises(ValueError, match="NaN only above the diagonal"):
+        eb.average_accuracy(np.where(np.eye(3) > 0, np.nan, R))
+
+
 def test_strength_sweep_rows():
     rows = eb.strength_sweep(lambda: eb.mlp(2, (8,)), _tasks()[:2], "l2", [0.1, 10.0], seeds=(0, 1), epochs=1)
     assert [(r["seed"], r["strength"]) for r in rows] == [(0, 0.1), (0, 10.0), (1, 0.1), (1, 10.0)]

@@ -130,3 +130,23 @@ def test_fit_task_stops_on_a_non_finite_loss_within_one_execution():
     with pytest.raises(eb.NonFiniteLossError):
         eb.fit_task(learner, task, epochs=3, batch_size=8, steps_per_execution=4, callbacks=[seen])
     assert batches == [3]  # the first execution of 4 batches already stops training
+
+
+def test_fused_adam_takes_the_steps_of_keras_adam():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(256, 28, 28, 1)).astype("float32"), rng.integers(0, 10, 256)
+    weights = []
+    for optimizer in (keras.optimizers.Adam(3e-3), eb.FusedAdam(3e-3)):
+        eb.set_seed(0)
+        model = eb.mlp(10, (32,))
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, batch_size=32, epochs=3, shuffle=False, verbose=0)  # 24 steps
+        weights.append(model.get_weights())
+        assert int(optimizer.iterations) == 24
+    for keras_adam, fused in zip(*weights):
+        np.testing.assert_allclose(fused, keras_adam, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_adam_refuses_amsgrad():
+    with pytest.raises(ValueError, match="amsgrad"):
+        eb.FusedAdam(1e-3, amsgrad=True)
