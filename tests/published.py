@@ -25,6 +25,17 @@ with a margin, and stay tight enough that a real change fails: changing
 ``fit_task``'s learning rate from 1e-3 to 2e-3 moves dozens of values far
 outside them.
 
+An interval's end (``..._low``, ``..._high``) is its mean (checked on its
+own) plus or minus a half-width, and from three seeds (2 degrees of freedom)
+that half-width is itself noise: its 95 % range spans a factor of about ten.
+So an end may also move by the larger of the published and the fresh
+half-widths (measured with ``TF_ENABLE_ONEDNN_OPTS=0``: chapter 6's
+no-penalty average, 0.620 [0.594, 0.646] here, came out 0.613 [0.488, 0.739]).
+A verdict read from an interval (``VERDICT_INTERVALS``) must stay the same
+unless that interval ends within its tolerance of 0; then either reading is
+a reproduction, and the claims tests check the fresh one against the fresh
+interval.
+
 Non-numbers: booleans compare exactly; strings (glued sentences, verdicts)
 compare exactly after masking their numbers, since those numbers are glued
 and checked on their own.
@@ -56,6 +67,46 @@ RULES = [
 ]
 
 
+#: Verdicts read from a 95 % interval of a difference against 0: (verdict key, its interval's low and high keys).
+VERDICT_INTERVALS = [
+    (r"^(ch5_.*)_(?:verdict|kind)$", r"\1_low", r"\1_high"),
+    (r"^ch6_verdict_(.*)$", r"ch6_diff_\1_low", r"ch6_diff_\1_high"),
+    (r"^ch7_verdict$", "ch7_diff_low", "ch7_diff_high"),
+]
+
+
+def interval_half_width(key: str, published: dict) -> float:
+    """Half the width of the interval in ``published`` whose end ``key`` is (``..._low`` or ``..._high``), else 0."""
+    match = re.match(r"^(.*)_(low|high)$", key)
+    if not match or not {f"{match[1]}_low", f"{match[1]}_high"} <= set(published):
+        return 0.0
+    low, high = published[f"{match[1]}_low"], published[f"{match[1]}_high"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return 0.0
+    return abs(high - low) / 2
+
+
+def verdict_is_borderline(key: str, published: dict) -> bool:
+    """Whether ``key`` is a verdict read from an interval that ends within its tolerance of 0.
+
+    Such a verdict may come out differently on another float path, with
+    numbers that all reproduce: the fresh verdict is then checked against
+    the fresh interval by the chapter's claims test, not against the
+    published sentence.
+    """
+    for pattern, low_key, high_key in VERDICT_INTERVALS:
+        match = re.match(pattern, key)
+        if match and match.expand(low_key) in published and match.expand(high_key) in published:
+            ends = [match.expand(low_key), match.expand(high_key)]
+            return any(abs(published[end]) <= _allowed(end, published[end], published) for end in ends)
+    return False
+
+
+def _allowed(key: str, value: float, published: dict) -> float:
+    kind, atol, rtol = rule_for(key)
+    return atol + rtol * abs(value) + interval_half_width(key, published)
+
+
 def rule_for(key: str):
     """The (kind, absolute tolerance, relative tolerance) that applies to glue key ``key``."""
     for pattern, kind, atol, rtol in RULES:
@@ -64,11 +115,20 @@ def rule_for(key: str):
     raise AssertionError("the last rule matches every key")
 
 
-def differences(key: str, fresh, committed) -> list[str]:
-    """Why ``fresh`` is not close enough to ``committed`` under the rule of ``key`` ([] when it is)."""
+def differences(key: str, fresh, committed, published: dict | None = None, run: dict | None = None) -> list[str]:
+    """Why ``fresh`` is not close enough to ``committed`` under the rule of ``key`` ([] when it is).
+
+    ``published`` and ``run``, all of the chapter's published and fresh
+    values, widen the tolerance of an interval's end by the larger of the two
+    intervals' half-widths, and let a borderline verdict change (see
+    :func:`verdict_is_borderline`).
+    """
+    published, run = published or {}, run or {}
     kind, atol, rtol = rule_for(key)
-    if kind == "ignore":
+    if kind == "ignore" or verdict_is_borderline(key, published):
         return []
+    if kind == "number":
+        atol += max(interval_half_width(key, published), interval_half_width(key, run))
     if kind == "log":  # within a factor `atol`, same sign
         factor = atol
         ok = isinstance(fresh, (int, float)) and isinstance(committed, (int, float)) and fresh * committed > 0

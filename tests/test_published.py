@@ -36,7 +36,7 @@ def test_published_numbers_are_reproduced(doc):
     assert sorted(fresh) == sorted(committed), (
         f"glued keys differ: missing {sorted(set(committed) - set(fresh))}, new {sorted(set(fresh) - set(committed))}"
     )
-    problems = [p for key in sorted(committed) for p in differences(key, fresh[key], committed[key])]
+    problems = [p for key in sorted(committed) for p in differences(key, fresh[key], committed[key], committed, fresh)]
     assert not problems, f"{len(problems)} published numbers of {doc} moved:\n" + "\n".join(problems)
 
 
@@ -68,3 +68,28 @@ def test_published_numbers_are_reproduced(doc):
 )
 def test_tolerance_rules(key, fresh, committed, ok):
     assert (differences(key, fresh, committed) == []) == ok, (key, rule_for(key))
+
+
+PUBLISHED = {  # a 3-seed interval [0.594, 0.646] and two verdicts read from intervals of differences
+    "ch6_avg_acc_none": 0.620, "ch6_avg_acc_none_low": 0.594, "ch6_avg_acc_none_high": 0.646,
+    "ch6_diff_a_b_low": -0.005, "ch6_diff_a_b_high": 0.003, "ch6_verdict_a_b": "level",
+    "ch6_diff_c_d_low": 0.30, "ch6_diff_c_d_high": 0.35, "ch6_verdict_c_d": "above",
+}
+
+
+@pytest.mark.parametrize(
+    "key, fresh, ok",
+    [
+        ("ch6_avg_acc_none_low", 0.54, True),  # within 0.04 + the half-width 0.026
+        ("ch6_avg_acc_none_low", 0.45, False),  # 0.144 away: more than 0.04 + (0.646 - 0.45) / 2
+        ("ch6_avg_acc_none_high", 0.74, True),  # the fresh interval [0.49, 0.74] is wider: its half-width counts
+        ("ch6_avg_acc_none", 0.57, False),  # a mean keeps the plain tolerance
+        ("ch6_verdict_a_b", "above", True),  # its interval ends 0.003 from 0: either reading reproduces it
+        ("ch6_verdict_c_d", "level", False),  # 0.30 from 0: a real change
+    ],
+)
+def test_interval_ends_and_borderline_verdicts(key, fresh, ok):
+    run = {**PUBLISHED, key: fresh}
+    if key == "ch6_avg_acc_none_high":
+        run["ch6_avg_acc_none_low"] = 0.49
+    assert (differences(key, fresh, PUBLISHED[key], PUBLISHED, run) == []) == ok
