@@ -521,6 +521,31 @@ def range_sentence(rows, setting: str, method: str, *, gain: float = 0.05, floor
     return f"for {IN_SENTENCE.get(method, label(method))}, {start}, and {stop}"
 
 
+def flat_sentence(rows, setting: str, methods) -> str:
+    """Names the methods whose selection criterion the validation seeds cannot resolve.
+
+    A method's curve is *flat* when the mean of both validation accuracies
+    varies along the whole grid by less than two standard errors of its best
+    point over the selection seeds: its chosen λ is then one of many that the
+    data cannot tell apart, and another run (other seeds, another CPU) may pick
+    another.
+    """
+    flat = []
+    for m in methods:
+        lams, means = curve(rows, setting, m)
+        best = [r["mean"] for r in _rows(rows, setting, m, float(lams[int(np.argmax(means))]))]
+        error = float(np.std(best, ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0
+        if means.max() - means.min() < 2 * error:
+            flat.append(f"{IN_SENTENCE.get(m, label(m))} (the criterion spans {means.max() - means.min():.3f} "
+                        f"over the grid, one standard error is {error:.3f})")
+    if not flat:
+        return "Every method's criterion varies along the grid by more than two standard errors of its best point."
+    which = flat[0] if len(flat) == 1 else "; ".join(flat[:-1]) + "; and " + flat[-1]
+    return (f"The selection cannot resolve every curve. Flat within noise: {which}. For "
+            f"{'this method' if len(flat) == 1 else 'these methods'} the chosen λ is one of many that the "
+            "validation data cannot tell apart, and another run may pick another.")
+
+
 def edge_sentence(chosen: dict) -> str:
     """Says which chosen λ lie at an end of the grid (``chosen``: ``{method: (λ, interior)}``)."""
     edge = [f"{IN_SENTENCE.get(m, label(m))} (λ = {lam:g})" for m, (lam, interior) in chosen.items() if not interior]

@@ -76,6 +76,19 @@ def test_select_picks_the_best_mean_and_flags_the_ends():
     assert "inside the grid" in comparison.edge_sentence({"l2": (1.0, True)})
 
 
+def test_flat_sentence_names_the_curves_the_seeds_cannot_resolve():
+    grid = [0.1, 1.0, 10.0]
+    rows = [
+        dict(setting="one head", method=m, strength=lam, seed=s, acc_A=0.5, acc_B=0.5, mean=score + noise)
+        for m, scores in {"l2": [0.6, 0.8, 0.5], "ewc": [0.70, 0.71, 0.70]}.items()
+        for lam, score in zip(grid, scores)
+        for s, noise in ((0, -0.02), (1, 0.0), (2, 0.02))
+    ]
+    sentence = comparison.flat_sentence(rows, "one head", ["l2", "ewc"])
+    assert "EWC (sampled Fisher)" in sentence and "L2" not in sentence and "spans 0.010" in sentence
+    assert comparison.flat_sentence(rows, "one head", ["l2"]).startswith("Every method's criterion varies")
+
+
 def test_importances_are_normalised_to_mean_one():
     rng = np.random.default_rng(1)
     fisher = {e: [rng.exponential(1e-4, (4, 3)), np.zeros(3)] for e in ("sampled", "exact", "empirical")}
