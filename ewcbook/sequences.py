@@ -156,13 +156,14 @@ def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), **settings)
     for name, run in runs.items():
         if not isinstance(run, dict) or run.get("method") not in METHODS:
             raise ValueError(f"runs[{name!r}] must be a dict with a 'method' in {METHODS}, got {run!r}")
+    first_settings = dict(settings)  # task 1 alone: a per-task list of epochs keeps its first entry
+    if "epochs" in settings and not isinstance(settings["epochs"], int):
+        first_settings["epochs"] = list(settings["epochs"])[:1]
     results = {name: [] for name in runs}
     for seed in seeds:
         tasks = make_tasks(seed)
         set_seed(seed)  # every run of a seed trains task 1 alike (no penalty yet): train it once
-        epochs = settings.get("epochs", 6)
-        first = train_sequence(mlp(10, tuple(hidden)), tasks[:1], seed=seed,
-                               **{**settings, "epochs": epochs if isinstance(epochs, int) else list(epochs)[:1]})
+        first = train_sequence(mlp(10, tuple(hidden)), tasks[:1], seed=seed, **first_settings)
         for name, run in runs.items():
             results[name].append(train_sequence(mlp(10, tuple(hidden)), tasks, seed=seed, start=first,
                                                 **{"strength": 0.0, **run}, **settings))
