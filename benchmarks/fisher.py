@@ -46,16 +46,16 @@ def main():
     fast = {}
     for estimator in eb.fisher.ESTIMATORS:
         fast[estimator] = timed(
-            lambda e=estimator: eb.diagonal_fisher(learner, data, estimator=e, method="fast", seed=0)
+            lambda e=estimator: eb.diagonal_fisher(learner, data, estimator=e, algorithm="fast", seed=0)
         )
         rows.append((f"fast Fisher, {estimator}", n, fast[estimator]))
     fallback = timed(
-        fisher(learner, data, method="vectorized"), fisher(learner, data, method="vectorized", num_samples=1024)
+        fisher(learner, data, algorithm="vectorized"), fisher(learner, data, algorithm="vectorized", num_samples=1024)
     )
     rows.append(("vectorized fallback, true", n, fallback))
     loop = timed(
-        fisher(learner, data, method="loop", num_samples=LOOP_SAMPLE),
-        fisher(learner, data, method="loop", num_samples=2),
+        fisher(learner, data, algorithm="loop", num_samples=LOOP_SAMPLE),
+        fisher(learner, data, algorithm="loop", num_samples=2),
     )
     rows.append((f"per-example loop, true (x {n / LOOP_SAMPLE:.0f} from {LOOP_SAMPLE})", n, loop * n / LOOP_SAMPLE))
 

@@ -26,6 +26,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import ewcbook as eb  # noqa: E402
+
 BASE = {"method": "ewc", "strength": 100.0, "learning_rate": 1e-3, "epochs": 2, "batch_size": 128,
         "hidden": [400, 400], "fisher_samples": 1000, "reset_optimizer": True}
 
@@ -48,23 +50,19 @@ CONFIGS = {
 
 def validation_tasks(seed: int = 0, size: int = 10_000) -> list:
     """Ten permuted-MNIST tasks whose 'test' split is the last ``size`` training images."""
-    import ewcbook as eb
-
     return [eb.validation_split(t, size) for t in eb.permuted_mnist(10, seed=seed)]
 
 
 def run(name: str, seed: int = 0, tasks=None) -> dict:
-    import ewcbook as eb
-
     factor, changes = CONFIGS[name]
     config = {**BASE, **changes}
     tasks = tasks or validation_tasks(seed)
     eb.set_seed(seed)
     start_cpu = time.process_time()
+    method = eb.Consolidation(config["method"], config["strength"], fisher_samples=config["fisher_samples"])
     result = eb.train_sequence(
-        eb.mlp(10, tuple(config["hidden"])), tasks, method=config["method"], strength=config["strength"],
-        epochs=config["epochs"], batch_size=config["batch_size"], learning_rate=config["learning_rate"],
-        fisher_samples=config["fisher_samples"], reset_optimizer=config["reset_optimizer"], seed=seed)
+        eb.mlp(10, tuple(config["hidden"])), tasks, method, epochs=config["epochs"], batch_size=config["batch_size"],
+        learning_rate=config["learning_rate"], reset_optimizer=config["reset_optimizer"], seed=seed)
     R = result.R
     return {"name": name, "factor": factor, "changes": changes, "config": config, "seed": seed,
             "average_accuracy": eb.average_accuracy(R), "diagonal_mean": float(R.diagonal().mean()),

@@ -43,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 import ewcbook as eb  # noqa: E402
 
 HIDDEN, BATCH, REPEATS = (400, 400), 256, 5
+EWC = eb.Consolidation("ewc", strength=100.0, fisher_samples=1000)
 
 
 CPU = {}  # figure -> process CPU seconds (all threads): steadier than wall time on a busy machine
@@ -121,7 +122,7 @@ def main():
     # per-step cost of EWC with 0, 1 and 9 consolidated tasks (one merged quadratic)
     figures["ewc0"], CPU["ewc0"] = figures["fit"], CPU["fit"]
     for count in range(1, 10):
-        eb.consolidate("ewc", learner, tasks[count - 1], 100.0, fisher_samples=1000, seed=count)
+        EWC.consolidate(learner, tasks[count - 1], seed=count)
         if count in (1, 9):
             figures[f"ewc{count}"] = steady_epoch(learner, tasks[0], f"ewc{count}")
 
@@ -130,7 +131,7 @@ def main():
         task = tasks[10]
         eb.fit_task(learner, task, epochs=2, batch_size=BATCH, seed=10)
         eb.evaluate_tasks(learner, tasks[:10])
-        eb.consolidate("ewc", learner, task, 100.0, fisher_samples=1000, seed=10)
+        EWC.consolidate(learner, task, seed=10)
 
     figures["task"] = fastest_time(whole_task, name="task")
     figures["overhead"] = figures["task"] - 2 * figures["ewc9"]

@@ -1,39 +1,47 @@
 """ewcbook: Elastic Weight Consolidation in Keras 3, the library of the book.
 
-Data flow: data -> models -> fisher -> penalties -> training -> evaluation,
-with experiments (task sequences, λ sweeps), sweeps (copies of a network
-trained side by side), state (saving consolidation) and plots on the side.
+The core, in the order data flows through it: data -> models -> fisher ->
+penalties -> training -> protocol -> evaluation, with the argument checks
+(checks), an optimizer (optimizers), callbacks and set_seed (utils) under it.
+Beside it: kfac (Kronecker-factored EWC), copies (one network trained many
+times side by side), state (saving consolidation), stats (results over seeds).
+
+``import ewcbook`` loads neither matplotlib nor the book's chapter helpers
+(:mod:`ewcbook.chapters`, which only the chapters import).
 """
 
-from ewcbook import comparison, kfac, plots, sequences
+from ewcbook import copies, fisher, kfac, penalties, protocol, state, stats
+from ewcbook.callbacks import NonFiniteLossError, TaskAccuracyHistory
+from ewcbook.copies import copy_accuracies, copy_weights, stack_network, train_copies
 from ewcbook.data import Task, joint, permuted_mnist, split_mnist, validation_split
-from ewcbook.evaluation import (
-    TaskAccuracyHistory,
-    average_accuracy,
-    backward_transfer,
-    evaluate_tasks,
-    forgetting,
-    task_accuracy,
-)
-from ewcbook.experiments import SequenceResult, consolidate, fit_task, make_penalty, strength_sweep, train_sequence
+from ewcbook.evaluation import average_accuracy, backward_transfer, evaluate_tasks, forgetting, task_accuracy
 from ewcbook.fisher import diagonal_fisher
+from ewcbook.kfac import KroneckerConsolidation, KroneckerEWC, kronecker_factors
 from ewcbook.models import mlp
+from ewcbook.optimizers import FusedAdam
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
+from ewcbook.protocol import Consolidation, SequenceResult, train_sequence
 from ewcbook.state import load_state, save_state
-from ewcbook.sweeps import copy_accuracies, copy_weights, stack_network, train_copies
-from ewcbook.training import ContinualModel, FusedAdam, NonFiniteLossError
+from ewcbook.stats import mean_interval, paired_difference, verdict
+from ewcbook.training import ContinualModel, fit_task
 from ewcbook.utils import set_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "comparison",
+    "copies",
+    "fisher",
     "kfac",
-    "plots",
-    "sequences",
+    "penalties",
+    "protocol",
+    "state",
+    "stats",
     "EWC",
+    "Consolidation",
     "ContinualModel",
     "FusedAdam",
+    "KroneckerConsolidation",
+    "KroneckerEWC",
     "L2Anchor",
     "NonFiniteLossError",
     "OnlineEWC",
@@ -42,7 +50,6 @@ __all__ = [
     "TaskAccuracyHistory",
     "average_accuracy",
     "backward_transfer",
-    "consolidate",
     "copy_accuracies",
     "copy_weights",
     "diagonal_fisher",
@@ -50,17 +57,19 @@ __all__ = [
     "fit_task",
     "forgetting",
     "joint",
+    "kronecker_factors",
     "load_state",
-    "make_penalty",
+    "mean_interval",
     "mlp",
+    "paired_difference",
     "permuted_mnist",
     "save_state",
     "set_seed",
     "split_mnist",
     "stack_network",
-    "strength_sweep",
     "task_accuracy",
     "train_copies",
     "train_sequence",
     "validation_split",
+    "verdict",
 ]

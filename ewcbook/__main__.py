@@ -14,6 +14,11 @@ import os
 import sys
 import time
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow starts: no C++ start-up log
+
+import ewcbook as eb  # noqa: E402
+from ewcbook.data import MNISTUnavailableError  # noqa: E402
+
 #: Per profile: examples per split (None = all), epochs per task, permuted-MNIST tasks.
 PROFILES = {
     "full": {"limit": None, "epochs": 6, "permuted_tasks": 10, "permuted_limit": None},
@@ -33,8 +38,6 @@ PERMUTED_STRENGTHS = {"none": 0.0, "ewc": 100.0}
 
 def split_runs(profile: str) -> list[dict]:
     """Joint, sequential, L2 and EWC on the seed's split MNIST."""
-    import ewcbook as eb
-
     settings = PROFILES[profile]
     task_a, task_b = eb.split_mnist(limit=settings["limit"])
     runs = []
@@ -45,7 +48,7 @@ def split_runs(profile: str) -> list[dict]:
     for method, strength in SPLIT_STRENGTHS.items():
         eb.set_seed(0)
         result = eb.train_sequence(
-            eb.mlp(), [task_a, task_b], method=method, strength=strength, epochs=settings["epochs"]
+            eb.mlp(), [task_a, task_b], eb.Consolidation(method, strength), epochs=settings["epochs"]
         )
         runs.append(_row(method, strength, result.R[-1], result.seconds))
     return runs
@@ -53,8 +56,6 @@ def split_runs(profile: str) -> list[dict]:
 
 def permuted_runs(profile: str) -> list[dict]:
     """No penalty and EWC on a sequence of permuted-MNIST tasks (chapter 6)."""
-    import ewcbook as eb
-
     settings = PROFILES[profile]
     tasks = eb.permuted_mnist(settings["permuted_tasks"], limit=settings["permuted_limit"])
     runs = []
@@ -63,11 +64,9 @@ def permuted_runs(profile: str) -> list[dict]:
         result = eb.train_sequence(
             eb.mlp(10, PERMUTED["hidden"]),
             tasks,
-            method=method,
-            strength=strength,
+            eb.Consolidation(method, strength, fisher_samples=PERMUTED["fisher_samples"]),
             epochs=1 if profile == "smoke" else PERMUTED["epochs"],
             batch_size=PERMUTED["batch_size"],
-            fisher_samples=PERMUTED["fisher_samples"],
             reset_optimizer=PERMUTED["reset_optimizer"],
         )
         runs.append(
@@ -118,9 +117,6 @@ def main(argv=None) -> int:
     reproduce.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     reproduce.add_argument("--skip-permuted", action="store_true", help="run only the split-MNIST protocol")
     args = parser.parse_args(argv)
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ewcbook.data import MNISTUnavailableError
 
     start = time.perf_counter()
     try:

@@ -13,8 +13,12 @@ import functools
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ewcbook.checks import instance, integer, one_of, optional_integer
 
 NUM_PIXELS = 28 * 28
+SPLITS = ("train", "test")
 
 OFFLINE_HELP = (
     "Could not load MNIST with tfds.load('mnist'): the dataset is not in the "
@@ -47,10 +51,7 @@ def load_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
         ValueError: if ``split`` is not ``"train"`` or ``"test"``.
         MNISTUnavailableError: if TFDS has no copy and cannot download one.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    import tensorflow_datasets as tfds
-
+    one_of(split, "split", SPLITS)
     try:
         images, digits = tfds.as_numpy(tfds.load("mnist", split=split, as_supervised=True, batch_size=-1))
     except OSError as error:  # network failures are OSErrors (requests, urllib)
@@ -58,6 +59,18 @@ def load_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     images.setflags(write=False)
     digits.setflags(write=False)
     return images, digits
+
+
+@tf.function(reduce_retracing=True)
+def normalise_pixels(flat_uint8, permutation):
+    """Images as the network sees them: uint8 pixels ``(N, 784)`` to float32 in [0, 1], columns permuted.
+
+    The one place images are normalised: :meth:`Task.inputs`, :meth:`Task.dataset`
+    and :func:`ewcbook.evaluation.count_correct` call it. Traced as a graph it
+    multiplies by 1/255, inside a ``tf.data`` map it divides by 255: the same
+    number to one unit in the last place.
+    """
+    return tf.gather(tf.cast(flat_uint8, tf.float32) / 255.0, permutation, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +84,10 @@ class Task:
         num_classes: size of the output layer the task needs.
         permutation: optional pixel permutation (a length-784 index array)
             applied by :meth:`dataset`; ``None`` leaves the images as they are.
+        per_batch: ``False`` (default): :meth:`dataset` normalises the whole
+            split at once and gathers batches of floats; ``True``: it keeps the
+            uint8 images and normalises each batch as it is drawn, in a quarter
+            of the memory (:func:`joint` does so for tasks with permutations).
     """
 
     name: str
@@ -80,14 +97,16 @@ class Task:
     y_test: np.ndarray
     num_classes: int
     permutation: np.ndarray | None = None
+    per_batch: bool = False
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The raw ``(images, labels)`` of ``split`` (``"train"`` or ``"test"``)."""
-        if split == "train":
-            return self.x_train, self.y_train
-        if split == "test":
-            return self.x_test, self.y_test
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        one_of(split, "split", SPLITS)
+        return (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+
+    def pixel_order(self) -> np.ndarray:
+        """The task's permutation of the 784 pixels (the identity when it has none)."""
+        return np.arange(NUM_PIXELS) if self.permutation is None else self.permutation
 
     def inputs(self, split: str, limit: int | None = None) -> tf.Tensor:
         """The images of ``split`` as the network sees them: float32 in [0, 1],
@@ -96,10 +115,8 @@ class Task:
         One vectorised op over the whole split (about 0.1 s for 60,000
         images on 2 cores), so nothing is cached and nothing is done per example.
         """
-        _check_limit(limit)
         x, _ = _head(*self.arrays(split), limit)
-        perm = np.arange(NUM_PIXELS) if self.permutation is None else self.permutation
-        flat = _normalise_and_permute(tf.constant(x.reshape(len(x), -1)), tf.constant(perm, tf.int32))
+        flat = normalise_pixels(tf.constant(x.reshape(len(x), -1)), tf.constant(self.pixel_order(), tf.int32))
         return tf.reshape(flat, (len(x), *x.shape[1:]))
 
     def dataset(
@@ -113,7 +130,8 @@ class Task:
     ) -> tf.data.Dataset:
         """A batched ``tf.data`` pipeline of ``(image, label)`` pairs.
 
-        Images are those of :meth:`inputs`, held in memory as one tensor.
+        Images are those of :meth:`inputs`, held in memory as one tensor (or,
+        with :attr:`per_batch`, as uint8 pixels normalised batch by batch).
         Nothing is done per example: each pass over the dataset (each epoch)
         draws one permutation of the indices, from a sequence of epoch seeds
         fixed by ``seed`` (the same orders on every run), and each batch is
@@ -127,15 +145,17 @@ class Task:
             seed: int seed of the shuffle.
             limit: use only the first ``limit`` examples (``None``: all).
         """
-        _check_limit(limit)
-        _, y = _head(*self.arrays(split), limit)
-        _check_positive_int(batch_size, "batch_size")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        x, y = _head(*self.arrays(split), limit)
+        batch_size, seed = integer(batch_size, "batch_size", minimum=1), integer(seed, "seed")
         if shuffle is None:
             shuffle = split == "train"
-        x, y = self.inputs(split, limit), tf.constant(y)
-        n, num_batches = len(y), -(-len(y) // batch_size)
+        n, num_batches, y = len(y), -(-len(y) // batch_size), tf.constant(y)
+        if self.per_batch:
+            pixels, order, shape = tf.constant(x.reshape(n, -1)), tf.constant(self.pixel_order(), tf.int32), x.shape[1:]
+            images = lambda i: tf.reshape(normalise_pixels(tf.gather(pixels, i), order), [-1, *shape])  # noqa: E731
+        else:
+            inputs = self.inputs(split, limit)
+            images = lambda i: tf.gather(inputs, i)  # noqa: E731
 
         def batches_of(order):  # one epoch: the indices cut into batches
             cut = n // batch_size * batch_size
@@ -143,33 +163,27 @@ class Task:
             return ds.concatenate(tf.data.Dataset.from_tensors(order[cut:])) if n % batch_size else ds
 
         if shuffle:  # a new epoch seed on each pass, from a fixed sequence that depends on `seed` only
-            epoch_seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).take(1)
-            orders = epoch_seeds.map(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), [s, int(seed)]))
+            epoch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+            orders = epoch_seeds.map(lambda s: tf.random.experimental.stateless_shuffle(tf.range(n), [s, seed]))
         else:
             orders = tf.data.Dataset.from_tensors(tf.range(n))
-        ds = orders.flat_map(batches_of).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+        ds = orders.flat_map(batches_of).map(lambda i: (images(i), tf.gather(y, i)))
         return ds.apply(tf.data.experimental.assert_cardinality(num_batches)).prefetch(tf.data.AUTOTUNE)
 
 
-@tf.function(reduce_retracing=True)
-def _normalise_and_permute(flat_uint8, permutation):
-    return tf.gather(tf.cast(flat_uint8, tf.float32) / 255.0, permutation, axis=1)
-
-
-def _check_positive_int(value, name: str) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-
-
-def _check_limit(limit) -> None:
-    if limit is not None:
-        _check_positive_int(limit, "limit")
-
-
 def _head(x: np.ndarray, y: np.ndarray, limit: int | None):
+    limit = optional_integer(limit, "limit", minimum=1)
     return (x, y) if limit is None else (x[:limit], y[:limit])
+
+
+def check_tasks(tasks, name: str = "tasks") -> list[Task]:
+    """``tasks`` as a list, if it is a non-empty sequence of :class:`Task` objects."""
+    if isinstance(tasks, Task) or not isinstance(tasks, (list, tuple)) or not tasks:
+        raise TypeError(f"{name} must be a non-empty list of Task objects, got {type(tasks).__name__}")
+    for task in tasks:
+        if not isinstance(task, Task):
+            raise TypeError(f"{name} must be a non-empty list of Task objects, one is a {type(task).__name__}")
+    return list(tasks)
 
 
 def split_mnist(limit: int | None = None) -> list[Task]:
@@ -185,7 +199,7 @@ def split_mnist(limit: int | None = None) -> list[Task]:
     Returns:
         ``[task_a, task_b]``.
     """
-    _check_limit(limit)
+    optional_integer(limit, "limit", minimum=1)
     x_train, d_train = load_mnist("train")
     x_test, d_test = load_mnist("test")
     tasks = []
@@ -203,13 +217,10 @@ def permutation(task_index: int, seed: int = 0) -> np.ndarray:
     ``numpy.random.default_rng([seed, k])``, so it depends only on
     ``seed`` and ``k``.
     """
-    if not isinstance(task_index, (int, np.integer)) or isinstance(task_index, bool):
-        raise TypeError(f"task_index must be an int, got {type(task_index).__name__}")
-    if task_index < 0:
-        raise ValueError(f"task_index must be >= 0, got {task_index}")
+    task_index = integer(task_index, "task_index", minimum=0)
     if task_index == 0:
         return np.arange(NUM_PIXELS)
-    return np.random.default_rng([seed, int(task_index)]).permutation(NUM_PIXELS)
+    return np.random.default_rng([seed, task_index]).permutation(NUM_PIXELS)
 
 
 def permuted_mnist(num_tasks: int, *, seed: int = 0, limit: int | None = None) -> list[Task]:
@@ -221,31 +232,52 @@ def permuted_mnist(num_tasks: int, *, seed: int = 0, limit: int | None = None) -
         seed: seed of the permutations (see :func:`permutation`).
         limit: keep at most this many examples per split, ``None`` for all.
     """
-    _check_positive_int(num_tasks, "num_tasks")
-    _check_limit(limit)
+    integer(num_tasks, "num_tasks", minimum=1)
     train = _head(*load_mnist("train"), limit)
     test = _head(*load_mnist("test"), limit)
     return [Task(f"P{k}", *train, *test, num_classes=10, permutation=permutation(k, seed)) for k in range(num_tasks)]
 
 
-def joint(tasks: list[Task], name: str = "joint") -> Task:
-    """All tasks' examples in one task, for the multi-task upper bound.
+def joint(tasks: list[Task], name: str = "joint", *, separate_labels: bool = False) -> Task:
+    """All tasks' examples in one task: the multi-task upper bound.
 
-    The tasks must share an output (same ``num_classes``) and have no
-    permutation of their own.
+    Images are joined in the order of ``tasks``, each as its own task sees it
+    (a task's permutation is applied to its images here, so tasks with
+    different permutations join too); the joined task has no permutation.
+    Tasks with permutations (permuted MNIST) are views of the same images, so
+    their joint holds one copy per task: it is made :attr:`Task.per_batch`,
+    its images kept as uint8 and normalised batch by batch.
+
+    Args:
+        tasks: the tasks to join.
+        name: the joined task's name.
+        separate_labels: ``False`` (default): the tasks share one output, so
+            they must have the same ``num_classes`` and keep their labels;
+            ``True``: each task gets output units of its own, its labels
+            shifted by the classes of the tasks before it (task-incremental
+            heads, or class-incremental learning over disjoint classes).
     """
-    if not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise TypeError("tasks must be a non-empty list of Task objects")
-    if len({t.num_classes for t in tasks}) != 1 or any(t.permutation is not None for t in tasks):
-        raise ValueError("tasks must share num_classes and have no permutation to be joined")
+    tasks = check_tasks(tasks)
+    if not separate_labels and len({t.num_classes for t in tasks}) != 1:
+        raise ValueError("tasks must share num_classes to be joined on one output (or use separate_labels=True)")
+    sizes = [t.num_classes if separate_labels else 0 for t in tasks]
+    offsets = [sum(sizes[:k]) for k in range(len(tasks))]
+
+    def images(task, x):
+        return x if task.permutation is None else x.reshape(len(x), -1)[:, task.permutation].reshape(x.shape)
+
+    def labels(y, offset):
+        return y if offset == 0 else (y + offset).astype(y.dtype)
+
     cat = np.concatenate
     return Task(
         name,
-        cat([t.x_train for t in tasks]),
-        cat([t.y_train for t in tasks]),
-        cat([t.x_test for t in tasks]),
-        cat([t.y_test for t in tasks]),
-        num_classes=tasks[0].num_classes,
+        cat([images(t, t.x_train) for t in tasks]),
+        cat([labels(t.y_train, k) for t, k in zip(tasks, offsets)]),
+        cat([images(t, t.x_test) for t in tasks]),
+        cat([labels(t.y_test, k) for t, k in zip(tasks, offsets)]),
+        num_classes=sum(sizes) if separate_labels else tasks[0].num_classes,
+        per_batch=any(t.permutation is not None for t in tasks),
     )
 
 
@@ -253,9 +285,8 @@ def validation_split(task: Task, size: int) -> Task:
     """A copy of ``task`` whose last ``size`` training examples become its
     test split: use it to choose hyperparameters without touching the test set.
     """
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a Task, got {type(task).__name__}")
-    _check_positive_int(size, "size")
+    instance(task, "task", Task)
+    size = integer(size, "size", minimum=1)
     if size >= len(task.x_train):
         raise ValueError(f"size must be smaller than the {len(task.x_train)} training examples, got {size}")
     cut = len(task.x_train) - size

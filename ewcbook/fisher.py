@@ -20,21 +20,25 @@ squared gradient of a batch's *sum* divided by its size n is still an
 unbiased estimate of the (sampled) Fisher, only far noisier: it is one
 effective sample per batch instead of n. With data labels (the empirical
 Fisher) E[g_i] ≠ 0 and the n(n−1) cross terms bias it. Per-example squares
-have neither problem, and the fast method below gets them for the price of
-a batch gradient.
+have neither problem, and the fast algorithm below gets them for the price
+of a batch gradient.
 
-Methods, all giving the same numbers:
+Algorithms, all giving the same numbers:
 
-* ``"fast"``: for stacks of Dense layers (Flatten, Dropout and activations
-  allowed in between). The gradient of a Dense kernel for example i is the
-  outer product a_iᵀ δ_i of the layer's input a_i and the gradient δ_i at its
-  output, so Σ_i (a_iᵀ δ_i)² = (a ∘ a)ᵀ (δ ∘ δ): one matmul per layer on
-  top of a batch's backward pass.
+* ``"fast"``: for stacks of Dense layers (:func:`ewcbook.models.dense_stack`).
+  The gradient of a Dense kernel for example i is the outer product a_iᵀ δ_i
+  of the layer's input a_i and the gradient δ_i at its output, so
+  Σ_i (a_iᵀ δ_i)² = (a ∘ a)ᵀ (δ ∘ δ): one matmul per layer on top of a
+  batch's backward pass.
 * ``"vectorized"``: per-example gradients of any model with
   ``tf.GradientTape.jacobian`` (vectorised with pfor).
 * ``"loop"``: the definition, one example at a time. Slow; a reference.
 
 ``"auto"`` picks ``"fast"`` when the model allows it, else ``"vectorized"``.
+
+The building blocks below (:func:`checked_data`, :func:`estimator_targets`,
+:func:`dense_forward`, :func:`traced`, :func:`accumulate`) are shared with the
+Kronecker factors of :mod:`ewcbook.kfac`.
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ewcbook.checks import check_data, check_labels, check_model, integer, one_of, optional_integer
+from ewcbook.models import dense_layers, dense_stack, layer_variables, network_of, num_outputs
+
 ESTIMATORS = ("sampled", "exact", "empirical")
 ALIASES = {"true": "sampled"}  # the book's first name for the sampled estimator
-METHODS = ("auto", "fast", "vectorized", "loop")
+ALGORITHMS = ("auto", "fast", "vectorized", "loop")
 
 
 def diagonal_fisher(
@@ -57,7 +64,7 @@ def diagonal_fisher(
     estimator: str = "sampled",
     num_samples: int | None = None,
     seed: int | None = None,
-    method: str = "auto",
+    algorithm: str = "auto",
     batch_size: int = 1024,
 ) -> list[tf.Tensor]:
     """Diagonal Fisher information of ``model``'s trainable variables.
@@ -75,7 +82,7 @@ def diagonal_fisher(
         seed: int seed of the labels sampled by ``"sampled"``; ``None`` draws
             one from NumPy's global generator (seeded by
             ``keras.utils.set_random_seed``).
-        method: ``"auto"``, ``"fast"``, ``"vectorized"`` or ``"loop"``.
+        algorithm: ``"auto"``, ``"fast"``, ``"vectorized"`` or ``"loop"``.
         batch_size: batch size used when ``data`` is a tuple of arrays.
 
     Returns:
@@ -92,224 +99,121 @@ def diagonal_fisher(
         >>> [f.shape for f in fisher] == [v.shape for v in model.trainable_variables]
         True
     """
-    _check_model(model)
-    estimator = ALIASES.get(estimator, estimator)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS} (or its alias 'true'), got {estimator!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_logits_model(model)
+    estimator = check_estimator(estimator)
+    one_of(algorithm, "algorithm", ALGORITHMS)
     dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
-    num_outputs = _num_outputs(model)
-
-    steps = _dense_steps(model)
-    if method == "fast" and steps is None:
+    steps = dense_stack(model)
+    if algorithm == "fast" and steps is None:
         raise ValueError(
-            "method='fast' needs a Sequential stack of Dense, Flatten, Dropout and "
+            "algorithm='fast' needs a Sequential stack of Dense, Flatten, Dropout and "
             f"activation layers whose variables are all trainable; {model.name!r} is not one. "
-            "Use method='auto' or 'vectorized'."
+            "Use algorithm='auto' or 'vectorized'."
         )
-    if method == "auto":
-        method = "fast" if steps is not None else "vectorized"
-    variables = model.trainable_variables
-    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
-    signature = (tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype)
-    if method == "loop":
-        batch_fn = lambda x, y, s: _loop_batch(model, x, y, s, estimator)  # noqa: E731
+    if algorithm == "auto":
+        algorithm = "fast" if steps is not None else "vectorized"
+    variables, order = model.trainable_variables, model.trainable_variables
+    if algorithm == "fast":
+        batch_fn = traced(model, ("fast", estimator), lambda x, y, s: fast_batch(steps, x, y, s, estimator), dataset)
+        order = [v for layer in dense_layers(steps) for v in layer_variables(layer)]
+    elif algorithm == "vectorized":
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        batch_fn = traced(model, ("vectorized", estimator),
+                          lambda x, y, s: _vectorized_batch(ref(), x, y, s, estimator), dataset)
     else:
-        batch_fn = _compiled(model, steps if method == "fast" else None, estimator, signature)
-    order = (
-        [v for kind, layer in steps if kind == "dense" for v in _dense_variables(layer)]
-        if method == "fast"
-        else variables
-    )
-
-    totals = [tf.zeros(v.shape, tf.float32) for v in order]
-    count = 0
-    for step, batch in enumerate(dataset):
-        x, y = batch[0], batch[1]
-        if estimator == "empirical":
-            _check_labels(y, num_outputs)
-        if num_samples is not None:
-            x, y = x[: num_samples - count], y[: num_samples - count]
-        n = int(tf.shape(x)[0])
-        if n == 0:
-            break
-        sums = batch_fn(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant([seed, step]))
-        totals = [t + s for t, s in zip(totals, sums)]
-        count += n
-        if num_samples is not None and count >= num_samples:
-            break
-    if count == 0:
-        raise ValueError("data must contain at least one example, got an empty dataset")
+        batch_fn = lambda x, y, s: _loop_batch(model, x, y, s, estimator)  # noqa: E731
+    outputs = num_outputs(model)
+    check = (lambda y: check_labels(y, outputs)) if estimator == "empirical" else None
+    totals, count = accumulate(dataset, batch_fn, seed=seed, num_samples=num_samples, check=check)
     by_id = {id(v): t / count for v, t in zip(order, totals)}
     return [by_id[id(v)] for v in variables]
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # model -> {(method, estimator, input signature): tf.function}
+# --- checks shared by every curvature estimator ----------------------------------------
 
 
-def _compiled(model, steps, estimator, signature):
-    """The traced per-batch function, made once per model, method, estimator and input
-    signature, so repeated calls (a loop over sample sizes, say) do not trace again."""
-    cache = _COMPILED.setdefault(model, {})
-    layers = None if steps is None else tuple(id(layer) for _, layer in steps)
-    key = (layers, estimator, signature)
-    if key not in cache:
-        shape, x_dtype, y_dtype = signature
-        spec = [tf.TensorSpec([None, *shape], x_dtype), tf.TensorSpec([None], y_dtype), tf.TensorSpec([2], tf.int32)]
-        if steps is not None:
-            fn = lambda x, y, s: _fast_batch(steps, x, y, s, estimator)  # noqa: E731
-        else:
-            ref = weakref.ref(model)  # the cache must not keep the model alive
-            fn = lambda x, y, s: _vectorized_batch(ref(), x, y, s, estimator)  # noqa: E731
-        cache[key] = tf.function(fn, input_signature=spec)
-    return cache[key]
+def check_estimator(estimator) -> str:
+    """The estimator's name (``"true"`` read as ``"sampled"``), if it is one of :data:`ESTIMATORS`."""
+    if isinstance(estimator, str):
+        estimator = ALIASES.get(estimator, estimator)
+    return one_of(estimator, "estimator", ESTIMATORS)
 
 
-def _check_model(model) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if not model.built or not model.trainable_variables:
-        raise ValueError(
-            f"model must be built and have trainable variables; {model.name!r} has none "
-            "(build it with an Input layer or call it on a batch first)"
-        )
+def check_logits_model(model) -> keras.Model:
+    """``model`` if it is built, has trainable variables and does not end in a softmax."""
+    check_model(model)
     last = model.layers[-1] if model.layers else None
     if getattr(getattr(last, "activation", None), "__name__", "") == "softmax":
         raise ValueError(
             f"model must output logits, but the last layer of {model.name!r} applies softmax; "
             "use activation=None and from_logits=True in the loss"
         )
+    return model
 
 
 def checked_data(model, data, num_samples, seed, batch_size):
-    """``data`` as a batched dataset that fits ``model``, and the seed to sample labels with.
+    """``data`` as a batched dataset that fits ``model`` (:func:`ewcbook.checks.check_data`),
+    and the seed to sample labels with (drawn from NumPy's generator when ``None``)."""
+    optional_integer(num_samples, "num_samples", minimum=1)
+    seed = int(np.random.randint(2**31 - 1)) if seed is None else integer(seed, "seed")
+    return check_data(data, network_of(model), batch_size), seed
 
-    Shared by every estimator of curvature (this module, :mod:`ewcbook.kfac`);
-    raises a ValueError or TypeError naming the argument that is not as expected.
+
+# --- the loop over batches, and its traced functions ---------------------------------------
+
+
+_TRACED = weakref.WeakKeyDictionary()  # model -> {(kind, input signature): tf.function}
+
+
+def traced(model, kind, fn, dataset: tf.data.Dataset):
+    """``fn(x, y, seed)`` as a ``tf.function``, traced once per model, ``kind`` and input signature
+    (repeated calls, a loop over sample sizes say, do not trace again; the cache keeps no model alive)."""
+    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
+    shape = tuple(x_spec.shape[1:])
+    cache = _TRACED.setdefault(model, {})
+    key = (kind, shape, x_spec.dtype, y_spec.dtype)
+    if key not in cache:
+        spec = [tf.TensorSpec([None, *shape], x_spec.dtype), tf.TensorSpec([None], y_spec.dtype),
+                tf.TensorSpec([2], tf.int32)]
+        cache[key] = tf.function(fn, input_signature=spec)
+    return cache[key]
+
+
+def accumulate(dataset: tf.data.Dataset, batch_fn, *, seed: int, num_samples: int | None = None, check=None):
+    """Sum ``batch_fn(x, y, [seed, step])`` over the batches of ``dataset``.
+
+    Stops after ``num_samples`` examples (the last batch cut to fit);
+    ``check(y)``, if given, sees every batch's labels first.
+
+    Returns:
+        ``(totals, count)``: one summed tensor per output of ``batch_fn``, and
+        the number of examples.
     """
-    if num_samples is not None and (
-        not isinstance(num_samples, (int, np.integer)) or isinstance(num_samples, bool) or num_samples <= 0
-    ):
-        raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
-    if seed is None:
-        seed = int(np.random.randint(2**31 - 1))
-    elif not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    dataset = _as_dataset(data, batch_size)
-    _check_inputs_fit(model, dataset.element_spec[0])
-    return dataset, seed
+    totals, count = None, 0
+    for step, batch in enumerate(dataset):
+        x, y = batch[0], batch[1]
+        if check is not None:
+            check(y)
+        if num_samples is not None:
+            x, y = x[: num_samples - count], y[: num_samples - count]
+        n = int(tf.shape(x)[0])
+        if n == 0:
+            break
+        sums = batch_fn(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant([seed, step]))
+        totals = list(sums) if totals is None else [t + s for t, s in zip(totals, sums)]
+        count += n
+        if num_samples is not None and count >= num_samples:
+            break
+    if count == 0:
+        raise ValueError("data must contain at least one example, got an empty dataset")
+    return totals, count
 
 
-def _model_input_shape(model):
-    from ewcbook.training import ContinualModel
-
-    if isinstance(model, ContinualModel):
-        model = model.network
-    inputs = getattr(model, "inputs", None)
-    return tuple(inputs[0].shape) if inputs else None
+# --- the fast algorithm for Dense stacks ---------------------------------------------------
 
 
-def _check_inputs_fit(model, x_spec) -> None:
-    """Refuse unbatched data or images of another shape than the model's input, naming ``data``."""
-    expected = _model_input_shape(model)
-    got = tuple(x_spec.shape)
-    if expected is None or x_spec.shape.rank is None:
-        return
-    if len(got) == len(expected) - 1 and all(g in (None, e) for g, e in zip(got, expected[1:])):
-        raise ValueError(
-            f"data must be batched: its inputs have shape {got}, one example of {model.name!r}; "
-            "use dataset.batch(...)"
-        )
-    mismatch = any(g is not None and e is not None and g != e for g, e in zip(got[1:], expected[1:]))
-    if len(got) != len(expected) or mismatch:
-        raise ValueError(
-            f"data's inputs have shape {got[1:]} per example, but {model.name!r} takes inputs of shape {expected[1:]}"
-        )
-
-
-def _num_outputs(model) -> int | None:
-    from ewcbook.training import ContinualModel
-
-    network = model.network if isinstance(model, ContinualModel) else model
-    outputs = getattr(network, "outputs", None)
-    return int(outputs[0].shape[-1]) if outputs and outputs[0].shape[-1] is not None else None
-
-
-def _check_labels(y, num_outputs) -> None:
-    labels = np.asarray(y)
-    if labels.size and (labels.min() < 0 or (num_outputs is not None and labels.max() >= num_outputs)):
-        raise ValueError(
-            f"data's labels must be class indices in [0, {num_outputs}) for the model's {num_outputs} outputs "
-            f"(estimator='empirical' uses them), got labels from {labels.min()} to {labels.max()}"
-        )
-
-
-def _as_dataset(data, batch_size: int) -> tf.data.Dataset:
-    if isinstance(data, tf.data.Dataset):
-        spec = data.element_spec
-        if not isinstance(spec, tuple) or len(spec) < 2:
-            raise TypeError("data must yield (x, y) batches; its elements are not tuples of at least 2")
-        if not spec[0].dtype.is_floating:
-            raise TypeError(f"data's inputs must be floats (normalised images), got {spec[0].dtype.name}")
-        if spec[0].shape.rank is not None and spec[0].shape.rank < 2:
-            raise ValueError("data must be batched: its inputs have rank < 2 (use dataset.batch(...))")
-        return data
-    if isinstance(data, tuple) and len(data) == 2:
-        x, y = data
-        dtype = tf.as_dtype(x.dtype) if hasattr(x, "dtype") else tf.as_dtype(np.asarray(x).dtype)
-        if not dtype.is_floating:
-            raise TypeError(f"data's inputs must be floats (normalised images), got {dtype.name}")
-        if len(x) != len(y):
-            raise ValueError(f"data's x and y must have the same length, got {len(x)} and {len(y)}")
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    raise TypeError(f"data must be a tf.data.Dataset or a tuple (x, y), got {type(data).__name__}")
-
-
-# --- the fast path for Dense stacks -------------------------------------------------
-
-
-def _dense_steps(model: keras.Model):
-    """The model as a list of ("flatten" | "act" | "dense", layer), or None."""
-    from ewcbook.training import ContinualModel
-
-    if isinstance(model, ContinualModel):
-        model = model.network
-    if not isinstance(model, keras.Sequential):
-        return None
-    steps = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Sequential):
-            inner = _dense_steps(layer)
-            if inner is None:
-                return None
-            steps += inner
-        elif isinstance(layer, keras.layers.Dense):
-            if layer.non_trainable_variables or not layer.trainable or layer.kernel.dtype != "float32":
-                return None
-            steps.append(("dense", layer))
-        elif isinstance(layer, keras.layers.Flatten):
-            steps.append(("flatten", layer))
-        elif isinstance(layer, keras.layers.Dropout):
-            continue  # the identity at inference, where the Fisher is taken
-        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
-            steps.append(("act", layer))
-        else:
-            return None
-    dense_vars = [id(v) for kind, layer in steps if kind == "dense" for v in _dense_variables(layer)]
-    if sorted(dense_vars) != sorted(id(v) for v in model.trainable_variables):
-        return None
-    return steps
-
-
-def _dense_variables(layer):
-    return [layer.kernel, layer.bias] if layer.use_bias else [layer.kernel]
-
-
-def _labels(logits, y, seed, estimator):
-    """The (one-hot label, per-example weight or None) pairs an estimator averages over."""
+def estimator_targets(logits, y, seed, estimator):
+    """The (one-hot label, per-example weight or ``None``) pairs an estimator averages over."""
     num_classes = logits.shape[-1]
     if estimator == "exact":
         probs = tf.nn.softmax(logits)
@@ -343,16 +247,18 @@ def dense_forward(steps, x, tape):
     return a, inputs, outputs
 
 
-def _fast_batch(steps, x, y, seed, estimator):
+def fast_batch(steps, x, y, seed, estimator):
+    """The fast algorithm on one batch: Σ_i g_i² for every variable of a Dense stack, in
+    :func:`dense_layers` order, from one forward and one backward pass per label."""
     with tf.GradientTape(persistent=True) as tape:
         logits, inputs, outputs = dense_forward(steps, x, tape)
     probs = tf.nn.softmax(logits)
     sums = []
-    for onehot, w in _labels(logits, y, seed, estimator):
+    for onehot, w in estimator_targets(logits, y, seed, estimator):
         # d log p(y|x) / d logits = onehot(y) - p, pushed back to every Dense output
         deltas = tape.gradient(logits, outputs, output_gradients=onehot - probs)
         part = []
-        for (_, layer), a_in, d in zip([s for s in steps if s[0] == "dense"], inputs, deltas):
+        for layer, a_in, d in zip(dense_layers(steps), inputs, deltas):
             a2, d2 = tf.square(a_in), tf.square(d)
             if w is not None:
                 d2 = d2 * w[:, None]
@@ -363,17 +269,17 @@ def _fast_batch(steps, x, y, seed, estimator):
     return sums
 
 
-# --- the general methods -------------------------------------------------------------
+# --- the general algorithms ----------------------------------------------------------------
 
 
 def _vectorized_batch(model, x, y, seed, estimator):
     variables = model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         log_probs = tf.nn.log_softmax(model(x, training=False))
-        labels = _labels(tf.stop_gradient(log_probs), y, seed, estimator)
-        targets = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in labels]
+        targets = estimator_targets(tf.stop_gradient(log_probs), y, seed, estimator)
+        picked = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in targets]
     sums = [tf.zeros(v.shape) for v in variables]
-    for target, (_, w) in zip(targets, labels):
+    for target, (_, w) in zip(picked, targets):
         jacobians = tape.jacobian(target, variables, experimental_use_pfor=True)  # (batch, *shape)
         for k, jac in enumerate(jacobians):
             sq = tf.square(jac)
@@ -386,10 +292,10 @@ def _vectorized_batch(model, x, y, seed, estimator):
 def _loop_batch(model, x, y, seed, estimator):
     variables = model.trainable_variables
     logits = model(x, training=False)
-    labels = _labels(logits, y, seed, estimator)
+    targets = estimator_targets(logits, y, seed, estimator)
     sums = [np.zeros(v.shape, np.float64) for v in variables]
     for i in range(int(tf.shape(x)[0])):
-        for onehot, w in labels:
+        for onehot, w in targets:
             with tf.GradientTape() as tape:
                 log_p = tf.reduce_sum(onehot[i] * tf.nn.log_softmax(model(x[i : i + 1], training=False)[0]))
             weight = 1.0 if w is None else float(w[i])

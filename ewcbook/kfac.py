@@ -22,9 +22,10 @@ the EWC penalty of a layer becomes (Ritter, Botev & Barber 2018)
 two matrix products instead of a (d_in+1)·d_out square matrix.
 
 :func:`kronecker_factors` computes A and G for a stack of Dense layers from
-one forward and one backward pass per batch (the structure of the fast
-diagonal Fisher, :func:`ewcbook.fisher.diagonal_fisher`); :class:`KroneckerEWC`
-is the penalty. Many tasks: the precision of the online Laplace approximation
+one forward and one backward pass per batch (the walk, labels and batch loop
+of the fast diagonal Fisher, :mod:`ewcbook.fisher`); :class:`KroneckerEWC`
+is the penalty, and :class:`KroneckerConsolidation` the method that
+:func:`ewcbook.protocol.train_sequence` runs with it. Many tasks: the precision of the online Laplace approximation
 is a *sum* Σ_t A_t ⊗ G_t, which is not a Kronecker product. One penalty per
 task keeps the sum exactly, at a cost per training step that grows with the
 number of tasks; :meth:`KroneckerEWC.consolidate` instead replaces the sum by
@@ -38,28 +39,25 @@ reference the approximations are measured against.
 
 from __future__ import annotations
 
-import numbers
+import dataclasses
 import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ewcbook import evaluation
+from ewcbook.checks import check_model, instance, integer, optional_integer, real
 from ewcbook.data import Task
-from ewcbook.fisher import ALIASES, ESTIMATORS, _check_model, _dense_steps, _labels, checked_data, dense_forward
-from ewcbook.penalties import REGISTRY, _check_gamma, _check_strength
-
-__all__ = [
-    "KroneckerEWC",
-    "consolidate_kfac",
-    "full_fisher",
-    "kronecker_factors",
-    "mean_interval",
-    "nearest_kronecker",
-    "train_kfac_sequence",
-]
-
+from ewcbook.fisher import (
+    accumulate,
+    check_estimator,
+    check_logits_model,
+    checked_data,
+    dense_forward,
+    estimator_targets,
+    traced,
+)
+from ewcbook.models import dense_layers, dense_stack, layer_variables
 
 # --- the factors ------------------------------------------------------------------
 
@@ -104,66 +102,34 @@ def kronecker_factors(
         >>> [(a.shape, g.shape) for a, g in factors]   # 784-400-400-10
         [((785, 785), (400, 400)), ((401, 401), (400, 400)), ((401, 401), (10, 10))]
     """
-    _check_model(model)
-    steps = _dense_steps(model)
+    check_logits_model(model)
+    steps = _dense_steps_of(model)
+    estimator = check_estimator(estimator)
+    dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
+    batch_fn = traced(model, ("kfac", estimator), lambda x, y, s: _factor_batch(steps, x, y, s, estimator), dataset)
+    totals, count = accumulate(dataset, batch_fn, seed=seed, num_samples=num_samples)
+    return [(totals[2 * k] / count, totals[2 * k + 1] / count) for k in range(len(totals) // 2)]
+
+
+def _dense_steps_of(model):
+    steps = dense_stack(model)
     if steps is None:
         raise ValueError(
             f"model must be a Sequential stack of Dense, Flatten, Dropout and activation layers whose "
             f"variables are all trainable; {model.name!r} is not one"
         )
-    estimator = _check_estimator(estimator)
-    dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
-    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
-    batch_fn = _compiled(model, steps, estimator, (tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype))
-
-    totals, count = None, 0
-    for step, batch in enumerate(dataset):
-        x, y = batch[0], batch[1]
-        if num_samples is not None:
-            x, y = x[: num_samples - count], y[: num_samples - count]
-        n = int(tf.shape(x)[0])
-        if n == 0:
-            break
-        sums = batch_fn(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant([seed, step]))
-        totals = sums if totals is None else [t + s for t, s in zip(totals, sums)]
-        count += n
-        if num_samples is not None and count >= num_samples:
-            break
-    if count == 0:
-        raise ValueError("data must contain at least one example, got an empty dataset")
-    return [(totals[2 * k] / count, totals[2 * k + 1] / count) for k in range(len(totals) // 2)]
-
-
-def _check_estimator(estimator) -> str:
-    estimator = ALIASES.get(estimator, estimator)
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS} (or its alias 'true'), got {estimator!r}")
-    return estimator
-
-
-_COMPILED = weakref.WeakKeyDictionary()  # model -> {key: tf.function}
-
-
-def _compiled(model, steps, estimator, signature):
-    """The traced per-batch function, made once per model, estimator and input signature."""
-    cache = _COMPILED.setdefault(model, {})
-    key = (tuple(id(layer) for _, layer in steps), estimator, signature)
-    if key not in cache:
-        shape, x_dtype, y_dtype = signature
-        spec = [tf.TensorSpec([None, *shape], x_dtype), tf.TensorSpec([None], y_dtype), tf.TensorSpec([2], tf.int32)]
-        cache[key] = tf.function(lambda x, y, s: _factor_batch(steps, x, y, s, estimator), input_signature=spec)
-    return cache[key]
+    return steps
 
 
 def _factor_batch(steps, x, y, seed, estimator):
     """Σ over the batch of ā āᵀ and of δ δᵀ for every Dense layer: [A_1, G_1, A_2, G_2, ...]."""
-    dense = [layer for kind, layer in steps if kind == "dense"]
+    dense = dense_layers(steps)
     with tf.GradientTape(persistent=estimator == "exact") as tape:
         logits, inputs, outputs = dense_forward(steps, x, tape)
     probs = tf.nn.softmax(logits)
-    labels = _labels(logits, y, seed, estimator)
+    targets = estimator_targets(logits, y, seed, estimator)
     g_sums = [0.0] * len(dense)  # the exact estimator takes one backward pass per class
-    for onehot, w in labels:
+    for onehot, w in targets:
         # d log p(y|x) / d logits = onehot(y) - p, pushed back to every Dense output in one pass
         deltas = tape.gradient(logits, outputs, output_gradients=onehot - probs)
         for k, d in enumerate(deltas):
@@ -210,10 +176,10 @@ class KroneckerEWC:
 
     def __init__(self, model: keras.Model, factors, strength: float, *, gamma: float = 1.0, damping: float = 0.0):
         self.layers = _penalised_layers(model)
-        self.variables = [v for layer in self.layers for v in _layer_variables(layer)]
-        self.strength = _check_strength(strength)
-        self.gamma = _check_gamma(gamma)
-        self.damping = _check_damping(damping)
+        self.variables = [v for layer in self.layers for v in layer_variables(layer)]
+        self.strength = real(strength, "strength", low=0.0)
+        self.gamma = real(gamma, "gamma", low=0.0, high=1.0, open_low=True)
+        self.damping = real(damping, "damping", low=0.0)
         factors = _check_factors(factors, self.layers)
         self.anchors = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
         self.factors = [
@@ -312,7 +278,7 @@ class KroneckerEWC:
             )
         try:
             factors = [(arrays[f"A_{k}"], arrays[f"G_{k}"]) for k in range(len(layers))]
-            anchors = [arrays[f"anchor_{k}"] for k in range(sum(len(_layer_variables(lay)) for lay in layers))]
+            anchors = [arrays[f"anchor_{k}"] for k in range(sum(len(layer_variables(lay)) for lay in layers))]
         except KeyError as error:
             raise ValueError(f"arrays lacks {error.args[0]!r}, saved by KroneckerEWC.state_arrays") from None
         penalty = cls(model, factors, config["strength"], gamma=config["gamma"], damping=config["damping"])
@@ -328,9 +294,6 @@ class KroneckerEWC:
             f"KroneckerEWC(strength={self.strength:g}, gamma={self.gamma:g}, damping={self.damping:g}, "
             f"tasks={self.task_count})"
         )
-
-
-REGISTRY[KroneckerEWC.kind] = KroneckerEWC  # ewcbook.state saves and loads it like the diagonal penalties
 
 
 def nearest_kronecker(terms) -> tuple[np.ndarray, np.ndarray, float]:
@@ -378,29 +341,7 @@ def nearest_kronecker(terms) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _penalised_layers(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if not model.built or not model.trainable_variables:
-        raise ValueError(f"model must be built and have trainable variables; {model.name!r} has none")
-    steps = _dense_steps(model)
-    if steps is None:
-        raise ValueError(
-            f"model must be a Sequential stack of Dense, Flatten, Dropout and activation layers whose "
-            f"variables are all trainable; {model.name!r} is not one"
-        )
-    return [layer for kind, layer in steps if kind == "dense"]
-
-
-def _layer_variables(layer):
-    return [layer.kernel, layer.bias] if layer.use_bias else [layer.kernel]
-
-
-def _check_damping(damping) -> float:
-    if not isinstance(damping, numbers.Real) or isinstance(damping, bool):
-        raise TypeError(f"damping must be a real number, got {type(damping).__name__}")
-    if not np.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be finite and >= 0, got {damping}")
-    return float(damping)
+    return dense_layers(_dense_steps_of(check_model(model)))
 
 
 def _check_factors(factors, layers) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -456,121 +397,75 @@ def full_fisher(
     Returns:
         A float64 array of shape (P, P).
     """
-    _check_model(model)
-    estimator = _check_estimator(estimator)
-    variables = model.trainable_variables
-    size = sum(int(np.prod(v.shape)) for v in variables)
-    if not isinstance(max_params, int) or size > max_params:
-        raise ValueError(f"model has {size} parameters, more than max_params={max_params!r}: P² floats would not fit")
+    check_logits_model(model)
+    estimator = check_estimator(estimator)
+    max_params = integer(max_params, "max_params", minimum=1)
+    size = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    if size > max_params:
+        raise ValueError(f"model has {size} parameters, more than max_params={max_params}: P² floats would not fit")
     dataset, seed = checked_data(model, data, None, seed, batch_size)
-    x_spec, y_spec = dataset.element_spec[0], dataset.element_spec[1]
-    spec = [
-        tf.TensorSpec([None, *x_spec.shape[1:]], x_spec.dtype),
-        tf.TensorSpec([None], y_spec.dtype),
-        tf.TensorSpec([2], tf.int32),
-    ]
-    cache = _COMPILED.setdefault(model, {})
-    key = ("full", estimator, tuple(x_spec.shape[1:]), x_spec.dtype, y_spec.dtype)
-    if key not in cache:
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        cache[key] = tf.function(lambda x, y, s: _full_batch(ref(), x, y, s, estimator), input_signature=spec)
-    total, count = np.zeros((size, size)), 0
-    for step, batch in enumerate(dataset):
-        x, y = tf.convert_to_tensor(batch[0]), tf.convert_to_tensor(batch[1])
-        total += cache[key](x, y, tf.constant([seed, step])).numpy()
-        count += int(tf.shape(x)[0])
-    if count == 0:
-        raise ValueError("data must contain at least one example, got an empty dataset")
-    return total / count
+    ref = weakref.ref(model)  # the cache must not keep the model alive
+    batch_fn = traced(model, ("full", estimator), lambda x, y, s: _full_batch(ref(), x, y, s, estimator), dataset)
+    (total,), count = accumulate(dataset, batch_fn, seed=seed)
+    return total.numpy() / count
 
 
 def _full_batch(model, x, y, seed, estimator):
-    """Σ over the batch (and over classes, weighted, for "exact") of g gᵀ, g the whole gradient."""
+    """Σ over the batch (and over classes, weighted, for "exact") of g gᵀ, g the whole gradient, in float64."""
     variables = model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         log_probs = tf.nn.log_softmax(model(x, training=False))
-        labels = _labels(tf.stop_gradient(log_probs), y, seed, estimator)
-        targets = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in labels]
+        targets = estimator_targets(tf.stop_gradient(log_probs), y, seed, estimator)
+        picked = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in targets]
     total = 0.0
-    for target, (_, w) in zip(targets, labels):
+    for target, (_, w) in zip(picked, targets):
         jac = tape.jacobian(target, variables, experimental_use_pfor=True)  # (batch, *shape) each
         g = tf.concat([tf.reshape(j, [tf.shape(x)[0], -1]) for j in jac], axis=1)
         if w is not None:
             g = g * tf.sqrt(w)[:, None]
         total += tf.matmul(g, g, transpose_a=True)
-    return total
+    return [tf.cast(total, tf.float64)]  # summed over batches in float64
 
 
 # --- task sequences ------------------------------------------------------------------
 
 
-def consolidate_kfac(
-    learner: keras.Model,
-    task: Task,
-    strength: float,
-    *,
-    estimator: str = "sampled",
-    fisher_samples: int | None = None,
-    gamma: float = 1.0,
-    damping: float = 0.0,
-    seed: int = 0,
-) -> None:
-    """Add ``task``, just learned, to ``learner``'s :class:`KroneckerEWC` penalty.
+@dataclasses.dataclass(frozen=True)
+class KroneckerConsolidation:
+    """The method of :class:`KroneckerEWC` in a sequence (:func:`ewcbook.protocol.train_sequence`).
 
-    The first call adds the penalty; later calls :meth:`KroneckerEWC.consolidate`
-    it (merged factors, anchor moved to the current weights), so one penalty
-    serves any number of tasks. The factors come from the first
-    ``fisher_samples`` training examples of ``task``.
+    The first :meth:`consolidate` adds the penalty; later calls fold each task
+    in with :meth:`KroneckerEWC.consolidate` (merged factors, anchor moved to
+    the current weights), so one penalty serves any number of tasks.
+
+    Attributes:
+        strength, gamma, damping: those of :class:`KroneckerEWC`.
+        estimator: the labels the factors are taken at (:func:`kronecker_factors`).
+        fisher_samples: the factors from the first ``fisher_samples`` training
+            examples of the task; ``None``: all of them.
     """
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a Task, got {type(task).__name__}")
-    data = task.dataset("train", batch_size=1024, shuffle=False, limit=fisher_samples)
-    factors = kronecker_factors(learner, data, estimator=estimator, seed=seed)
-    existing = [p for p in getattr(learner, "penalties", []) if isinstance(p, KroneckerEWC)]
-    if existing:
-        existing[0].consolidate(factors)
-    else:
-        learner.penalties = list(learner.penalties) + [
-            KroneckerEWC(learner, factors, strength, gamma=gamma, damping=damping)
-        ]
 
+    strength: float
+    gamma: float = 1.0
+    damping: float = 0.0
+    estimator: str = "sampled"
+    fisher_samples: int | None = None
 
-def train_kfac_sequence(
-    network: keras.Model,
-    tasks: list[Task],
-    *,
-    strength: float,
-    epochs=6,
-    batch_size: int = 128,
-    learning_rate: float = 1e-3,
-    estimator: str = "sampled",
-    fisher_samples: int | None = None,
-    gamma: float = 1.0,
-    damping: float = 0.0,
-    seed: int = 0,
-    verbose: int = 0,
-):
-    """:func:`ewcbook.experiments.train_sequence` with :class:`KroneckerEWC`.
+    def __post_init__(self):
+        real(self.strength, "strength", low=0.0)
+        real(self.gamma, "gamma", low=0.0, high=1.0, open_low=True)
+        real(self.damping, "damping", low=0.0)
+        check_estimator(self.estimator)
+        optional_integer(self.fisher_samples, "fisher_samples", minimum=1)
 
-    The same protocol (a fresh Adam per task, evaluation on every task after
-    each one, seeds ``seed + i``), with :func:`consolidate_kfac` after every
-    task but the last.
-
-    Returns:
-        A :class:`ewcbook.experiments.SequenceResult`.
-    """
-    from ewcbook.experiments import train_sequence
-
-    _check_strength(strength)
-
-    def consolidate(learner, task, seed):
-        consolidate_kfac(learner, task, strength, estimator=estimator, fisher_samples=fisher_samples,
-                         gamma=gamma, damping=damping, seed=seed)
-
-    return train_sequence(network, tasks, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                          seed=seed, verbose=verbose, consolidate_with=consolidate)
-
-
-# --- reading results over seeds ------------------------------------------------------
-
-mean_interval = evaluation.mean_interval  # (mean, low, high) over seeds, kept here for chapter 7
+    def consolidate(self, learner: keras.Model, task: Task, seed: int = 0) -> None:
+        """Add ``task``, just learned, to ``learner``'s :class:`KroneckerEWC` penalty."""
+        instance(task, "task", Task)
+        data = task.dataset("train", batch_size=1024, shuffle=False, limit=self.fisher_samples)
+        factors = kronecker_factors(learner, data, estimator=self.estimator, seed=seed)
+        existing = [p for p in getattr(learner, "penalties", []) if isinstance(p, KroneckerEWC)]
+        if existing:
+            existing[0].consolidate(factors)
+        else:
+            penalty = KroneckerEWC(learner, factors, self.strength, gamma=self.gamma, damping=self.damping)
+            learner.penalties = list(learner.penalties) + [penalty]

@@ -1,8 +1,16 @@
-"""The networks of the book: multilayer perceptrons that output logits."""
+"""The networks of the book, and how the library reads a network's layers.
+
+:func:`mlp` builds the multilayer perceptrons of every chapter.
+:func:`dense_stack` reads a network as a stack of Dense layers (with Flatten,
+Dropout and activations between them): the one walk over layers behind the
+fast diagonal Fisher, the Kronecker factors and the stacked copies.
+"""
 
 from __future__ import annotations
 
 import keras
+
+from ewcbook.checks import integer, real
 
 
 def mlp(
@@ -20,20 +28,18 @@ def mlp(
     saved from one model loads into a fresh one built the same way.
 
     Args:
-        num_classes: size of the output layer (positive int).
+        num_classes: size of the output layer (an int >= 2).
         hidden: widths of the hidden layers (positive ints).
         dropout: dropout rate after each hidden layer, in [0, 1).
         input_shape: shape of one example.
         name: the model's name.
     """
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-    if not isinstance(hidden, (tuple, list)) or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden
-    ):
-        raise ValueError(f"hidden must be a tuple of positive ints, got {hidden!r}")
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+    integer(num_classes, "num_classes", minimum=2)
+    if not isinstance(hidden, (tuple, list)):
+        raise TypeError(f"hidden must be a tuple of positive ints, got {type(hidden).__name__}")
+    for width in hidden:
+        integer(width, "hidden (each width)", minimum=1)
+    dropout = real(dropout, "dropout", low=0.0, high=1.0, open_high=True)
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten(name="flatten")]
     for i, width in enumerate(hidden, start=1):
         layers.append(keras.layers.Dense(width, activation="relu", name=f"hidden_{i}"))
@@ -41,3 +47,61 @@ def mlp(
             layers.append(keras.layers.Dropout(dropout, name=f"dropout_{i}"))
     layers.append(keras.layers.Dense(num_classes, name="logits"))
     return keras.Sequential(layers, name=name)
+
+
+def network_of(model: keras.Model) -> keras.Model:
+    """The network that maps inputs to logits: ``model.network`` for a model that
+    wraps one (:class:`ewcbook.training.ContinualModel`), else ``model`` itself."""
+    network = getattr(model, "network", None)
+    return network if isinstance(network, keras.Model) else model
+
+
+def num_outputs(model: keras.Model) -> int | None:
+    """The number of logits the network of ``model`` outputs, if it says."""
+    outputs = getattr(network_of(model), "outputs", None)
+    return int(outputs[0].shape[-1]) if outputs and outputs[0].shape[-1] is not None else None
+
+
+def dense_stack(model: keras.Model) -> list[tuple[str, keras.layers.Layer]] | None:
+    """The network of ``model`` as a list of steps, or ``None`` if it is no Dense stack.
+
+    A Dense stack is a ``Sequential`` (nested ones allowed) of float32 Dense
+    layers with Flatten, Dropout and activation layers between them, whose
+    trainable variables are exactly the Dense layers' kernels and biases.
+    Each step is ``("dense" | "flatten" | "act", layer)``; Dropout is left
+    out (it is the identity at inference, where curvature is measured).
+    """
+    model = network_of(model)
+    if not isinstance(model, keras.Sequential):
+        return None
+    steps = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Sequential):
+            inner = dense_stack(layer)
+            if inner is None:
+                return None
+            steps += inner
+        elif isinstance(layer, keras.layers.Dense):
+            if layer.non_trainable_variables or not layer.trainable or layer.kernel.dtype != "float32":
+                return None
+            steps.append(("dense", layer))
+        elif isinstance(layer, keras.layers.Flatten):
+            steps.append(("flatten", layer))
+        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
+            steps.append(("act", layer))
+        elif not isinstance(layer, keras.layers.Dropout):
+            return None
+    dense_variables = [id(v) for layer in dense_layers(steps) for v in layer_variables(layer)]
+    if sorted(dense_variables) != sorted(id(v) for v in model.trainable_variables):
+        return None
+    return steps
+
+
+def dense_layers(steps) -> list[keras.layers.Dense]:
+    """The Dense layers of a :func:`dense_stack`, in order."""
+    return [layer for kind, layer in steps if kind == "dense"]
+
+
+def layer_variables(layer: keras.layers.Dense) -> list:
+    """A Dense layer's kernel, and its bias if it has one."""
+    return [layer.kernel, layer.bias] if layer.use_bias else [layer.kernel]

@@ -38,14 +38,11 @@ a list of them to :class:`ewcbook.training.ContinualModel`. Penalties that
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-#: kind -> class, for :mod:`ewcbook.state` (filled by ``Penalty.__init_subclass__``)
-REGISTRY: dict[str, type] = {}
+from ewcbook.checks import boolean, check_model, real
 
 
 class Penalty:
@@ -61,17 +58,13 @@ class Penalty:
 
     kind = "penalty"
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        REGISTRY[cls.kind] = cls
-
     def __init__(self, model: keras.Model, strength: float, importance=None):
-        self.variables = _trainable_variables(model)
-        self.strength = _check_strength(strength)
+        self.variables = list(check_model(model).trainable_variables)
+        self.strength = real(strength, "strength", low=0.0)
         self.anchors = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
         self.importance = None
         if importance is not None:
-            importance = _check_importance(importance, self.variables, "fisher")
+            importance = importance_arrays(importance, self.variables, "fisher")
             self.importance = [tf.Variable(w, trainable=False) for w in importance]
         self.constant = tf.Variable(0.0, trainable=False)  # c, the part of Σ_t that no weight can change
         self.task_count = 1
@@ -80,8 +73,8 @@ class Penalty:
         weights = self.importance or [None] * len(self.anchors)
         total = self.constant.value()
         for variable, anchor, weight in zip(self.variables, self.anchors, weights):
-            total += _weighted_square(tf.convert_to_tensor(variable), anchor.value(),
-                                      None if weight is None else weight.value())
+            total += weighted_square(tf.convert_to_tensor(variable), anchor.value(),
+                                     None if weight is None else weight.value())
         return 0.5 * self.strength * total
 
     def _merge(self, importance) -> None:
@@ -117,7 +110,7 @@ class Penalty:
 
     @classmethod
     def from_state(cls, model, config: dict, arrays: dict):
-        count = len(_trainable_variables(model))
+        count = len(check_model(model).trainable_variables)
         penalty = cls._from_config(model, config, [arrays[f"importance_{k}"] for k in range(count)]
                                    if "importance_0" in arrays else None)
         for k, anchor in enumerate(penalty.anchors):
@@ -154,9 +147,7 @@ class L2Anchor(Penalty):
 
     def __init__(self, model: keras.Model, strength: float, moving: bool = False):
         super().__init__(model, strength)
-        if not isinstance(moving, bool):
-            raise TypeError(f"moving must be a bool, got {type(moving).__name__}")
-        self.moving = moving
+        self.moving = boolean(moving, "moving")
 
     def consolidate(self) -> None:
         """Anchor the task just learned too (or move the anchor there, if ``moving``)."""
@@ -199,7 +190,7 @@ class EWC(Penalty):
 
     def consolidate(self, fisher) -> None:
         """Add the task just learned, with its Fisher, anchored at the current weights."""
-        self._merge(_check_importance(fisher, self.variables, "fisher"))
+        self._merge(importance_arrays(fisher, self.variables, "fisher"))
 
     @classmethod
     def _from_config(cls, model, config, importance):
@@ -224,11 +215,11 @@ class OnlineEWC(Penalty):
 
     def __init__(self, model: keras.Model, fisher, strength: float, gamma: float = 1.0):
         super().__init__(model, strength, importance=fisher)
-        self.gamma = _check_gamma(gamma)
+        self.gamma = real(gamma, "gamma", low=0.0, high=1.0, open_low=True)
 
     def consolidate(self, fisher) -> None:
         """Fold the Fisher of the task just learned in and re-anchor at the current weights."""
-        fisher = _check_importance(fisher, self.variables, "fisher")
+        fisher = importance_arrays(fisher, self.variables, "fisher")
         for old, new in zip(self.importance, fisher):
             old.assign(self.gamma * old + new)
         for anchor, variable in zip(self.anchors, self.variables):
@@ -246,7 +237,7 @@ class OnlineEWC(Penalty):
         return f"OnlineEWC(strength={self.strength:g}, gamma={self.gamma:g}, tasks={self.task_count})"
 
 
-def _weighted_square(theta, anchor, weight):
+def weighted_square(theta, anchor, weight):
     """Σ w (θ − θ̄)², with its gradient 2 w (θ − θ̄) written out.
 
     The same value and gradient as automatic differentiation of the formula,
@@ -256,39 +247,16 @@ def _weighted_square(theta, anchor, weight):
     """
 
     @tf.custom_gradient
-    def weighted_square(theta):
+    def value_and_gradient(theta):
         diff = theta - anchor
         weighted = diff if weight is None else weight * diff
         return tf.reduce_sum(weighted * diff), lambda upstream: (2.0 * upstream) * weighted
 
-    return weighted_square(theta)
+    return value_and_gradient(theta)
 
 
-def _trainable_variables(model):
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if not model.built or not model.trainable_variables:
-        raise ValueError(f"model must be built and have trainable variables; {model.name!r} has none")
-    return list(model.trainable_variables)
-
-
-def _check_strength(strength) -> float:
-    if not isinstance(strength, numbers.Real) or isinstance(strength, bool):
-        raise TypeError(f"strength must be a real number, got {type(strength).__name__}")
-    if not np.isfinite(strength) or strength < 0:
-        raise ValueError(f"strength must be finite and >= 0, got {strength}")
-    return float(strength)
-
-
-def _check_gamma(gamma) -> float:
-    if not isinstance(gamma, numbers.Real) or isinstance(gamma, bool):
-        raise TypeError(f"gamma must be a real number, got {type(gamma).__name__}")
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-    return float(gamma)
-
-
-def _check_importance(importance, variables, name: str) -> list[np.ndarray]:
+def importance_arrays(importance, variables, name: str) -> list[np.ndarray]:
+    """``importance`` as float32 arrays, if it holds one finite array >= 0 per variable, of its shape."""
     if not isinstance(importance, (list, tuple)):
         raise TypeError(f"{name} must be a list with one array per trainable variable, got {type(importance).__name__}")
     if len(importance) != len(variables):

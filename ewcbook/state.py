@@ -6,9 +6,11 @@ kind and settings (JSON), its arrays (anchors, importances, ...), and the
 names and shapes of the variables they belong to. It is written to a
 temporary file and renamed, so a crash never leaves half a file behind.
 
-Any penalty class registered in :data:`ewcbook.penalties.REGISTRY` can be
-saved: it provides ``kind``, ``get_config()``, ``state_arrays()`` and
-``from_state(model, config, arrays)``.
+A penalty can be saved if it provides ``kind``, ``variables``,
+``get_config()``, ``state_arrays()`` and a class method
+``from_state(model, config, arrays)``, as the penalties of :data:`PENALTIES`
+do; :func:`load_state` finds the class by ``kind`` in :data:`PENALTIES`, or in
+its ``custom_penalties`` for a penalty of your own.
 """
 
 from __future__ import annotations
@@ -21,17 +23,24 @@ import zipfile
 import keras
 import numpy as np
 
-from ewcbook.penalties import REGISTRY
+from ewcbook.checks import instance
+from ewcbook.kfac import KroneckerEWC
+from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
 
 FORMAT = "ewcbook-consolidation-2"
+
+#: kind -> class of every penalty of the library that can be saved.
+PENALTIES = {cls.kind: cls for cls in (L2Anchor, EWC, OnlineEWC, KroneckerEWC)}
 
 
 def save_state(path, penalties) -> None:
     """Write ``penalties`` (a penalty or a list of them) to ``path`` (.npz)."""
     penalties = list(penalties) if isinstance(penalties, (list, tuple)) else [penalties]
-    if not penalties or not all(REGISTRY.get(getattr(p, "kind", None)) is type(p) for p in penalties):
+    protocol = ("kind", "variables", "get_config", "state_arrays", "from_state")
+    if not penalties or not all(all(hasattr(p, name) for name in protocol) for p in penalties):
         raise TypeError(
-            f"penalties must be a penalty of ewcbook ({', '.join(sorted(REGISTRY))}) or a non-empty list of them"
+            f"penalties must be a penalty that can be saved ({', '.join(sorted(PENALTIES))}, or one with "
+            f"{', '.join(protocol)}) or a non-empty list of them"
         )
     path = os.fspath(path)
     if not path.endswith(".npz"):
@@ -55,15 +64,24 @@ def save_state(path, penalties) -> None:
         raise
 
 
-def load_state(path, model: keras.Model) -> list:
+def load_state(path, model: keras.Model, *, custom_penalties: dict | None = None) -> list:
     """Read penalties saved by :func:`save_state` and bind them to ``model``.
+
+    Args:
+        path: a file written by :func:`save_state`.
+        model: a built model with the trainable variables the penalties were
+            saved from (same names and shapes).
+        custom_penalties: ``{kind: class}`` for penalties that are not the
+            library's own (:data:`PENALTIES`).
 
     Raises:
         ValueError: if ``path`` is not such a file, or ``model``'s trainable
             variables differ from the saved ones in names, shapes or number.
     """
-    if not isinstance(model, keras.Model) or not model.built:
+    instance(model, "model", keras.Model, "a built keras.Model")
+    if not model.built:
         raise TypeError("model must be a built keras.Model")
+    kinds = {**PENALTIES, **(custom_penalties or {})}
     try:
         with np.load(os.fspath(path), allow_pickle=False) as f:
             if "meta" not in f:
@@ -87,9 +105,10 @@ def load_state(path, model: keras.Model) -> list:
                 f"model {model.name!r} does not match the saved state: its trainable variables are "
                 f"{current}, the file's are {m['variables']} (build the model the same way, with the same layer names)"
             )
-        if m["kind"] not in REGISTRY:
-            raise ValueError(f"path {path} holds a penalty of unknown kind {m['kind']!r}")
+        if m["kind"] not in kinds:
+            raise ValueError(f"path {path} holds a penalty of unknown kind {m['kind']!r}: pass its class in "
+                             "custom_penalties")
         prefix = f"p{i}/"
         arrays = {k[len(prefix) :]: v for k, v in data.items() if k.startswith(prefix)}
-        penalties.append(REGISTRY[m["kind"]].from_state(model, m["config"], arrays))
+        penalties.append(kinds[m["kind"]].from_state(model, m["config"], arrays))
     return penalties

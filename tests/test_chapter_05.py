@@ -12,7 +12,8 @@ import math
 import pytest
 from conftest import FULL_RUNS, full_run
 
-from ewcbook import comparison
+from ewcbook import stats
+from ewcbook.chapters import ch5
 
 CHAPTER = "05_ewc.ipynb"
 ONE_HEAD = ["l2", "ewc", "ewc_exact", "ewc_empirical", "ewc_eps"]
@@ -25,7 +26,7 @@ DIFFERENCES = {
 
 
 def name(method: str) -> str:
-    return comparison.IN_SENTENCE.get(method, comparison.label(method))
+    return ch5.IN_SENTENCE.get(method, ch5.label(method))
 
 
 def check_common(g: dict) -> None:
@@ -66,10 +67,10 @@ def check_common(g: dict) -> None:
             assert f"{low:+.3f} to {high:+.3f}" in text, text
             assert f"{g['ch5_num_seeds']} seeds" in text, text
     # The interval uses the t quantile for the number of seeds.
-    assert g["ch5_t_quantile"] == pytest.approx(comparison.t_quantile(g["ch5_num_seeds"] - 1))
+    assert g["ch5_t_quantile"] == pytest.approx(stats.t_quantile(g["ch5_num_seeds"] - 1))
     # The glued best sequential method is the one with the highest test mean.
     best = max(ONE_HEAD, key=lambda m: g[f"ch5_{m}_mean"])
-    assert g["ch5_best_sequential"] == comparison.label(best)
+    assert g["ch5_best_sequential"] == ch5.label(best)
     assert g["ch5_joint_gap_mean"] == pytest.approx(g["ch5_joint_mean"] - g[f"ch5_{best}_mean"])
     # The names the introduction pastes.
     assert g["ch5_best_l2_mean"] == g["ch5_l2_mean"] and g["ch5_best_ewc_mean"] == g["ch5_ewc_mean"]

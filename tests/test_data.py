@@ -1,5 +1,7 @@
 """MNIST tasks: the split, the permutations, the input pipeline, the offline error."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -102,7 +104,40 @@ def test_validation_split_takes_the_last_training_examples():
 def test_joint_concatenates_tasks():
     t = _tiny_task()
     j = eb.joint([t, t])
-    assert len(j.x_train) == 100 and j.num_classes == 5
+    assert len(j.x_train) == 100 and j.num_classes == 5 and j.permutation is None
+    np.testing.assert_array_equal(j.y_train, np.concatenate([t.y_train, t.y_train]))
+    assert j.y_train.dtype == t.y_train.dtype
+
+
+def test_joint_sees_each_task_through_its_own_permutation():
+    tasks = [_tiny_task(), _tiny_task(permutation=data.permutation(1)), _tiny_task(permutation=data.permutation(2))]
+    j = eb.joint(tasks)
+    assert j.per_batch and not eb.joint(tasks[:1] * 2).per_batch  # one copy of the images per permutation: uint8
+    expected = np.concatenate([t.inputs("train").numpy() for t in tasks])
+    np.testing.assert_array_equal(j.inputs("train").numpy(), expected)  # bit for bit
+    np.testing.assert_array_equal(j.inputs("test").numpy(), np.concatenate([t.inputs("test").numpy() for t in tasks]))
+    # one epoch covers every image of every task once, in an order shuffled across tasks
+    x = np.concatenate([b[0].numpy() for b in j.dataset("train", batch_size=32, seed=3)])
+    np.testing.assert_allclose(np.sort(x.ravel()), np.sort(expected.ravel()), rtol=1e-7)
+
+
+def test_per_batch_normalisation_gives_the_same_batches_to_float_rounding():
+    task = _tiny_task(permutation=data.permutation(1))
+    compact = dataclasses.replace(task, per_batch=True)
+    batches = [t.dataset("train", batch_size=16, seed=2) for t in (task, compact)]
+    for (x, y), (xc, yc) in zip(*batches):
+        np.testing.assert_array_equal(y.numpy(), yc.numpy())
+        np.testing.assert_allclose(xc.numpy(), x.numpy(), rtol=1e-7, atol=0)  # x / 255 against x · (1/255)
+
+
+def test_joint_with_separate_labels_gives_each_task_its_own_classes():
+    a, b = _tiny_task(), eb.Task("U", *_tiny_task().arrays("train"), *_tiny_task().arrays("test"), num_classes=3)
+    j = eb.joint([a, b], separate_labels=True)
+    assert j.num_classes == 8
+    np.testing.assert_array_equal(j.y_train, np.concatenate([a.y_train, b.y_train + 5]))
+    np.testing.assert_array_equal(j.y_test, np.concatenate([a.y_test, b.y_test + 5]))
+    with pytest.raises(ValueError, match="num_classes"):
+        eb.joint([a, b])
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
 """The diagonal Fisher: every method against a brute-force per-example loop."""
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -50,7 +53,7 @@ def _assert_close(fisher, reference, rtol=1e-5):
 def test_empirical_fisher_matches_brute_force(method):
     x, y = _data()
     model = _dense_stack()
-    fisher = eb.diagonal_fisher(model, (x, y), estimator="empirical", method=method, batch_size=16)
+    fisher = eb.diagonal_fisher(model, (x, y), estimator="empirical", algorithm=method, batch_size=16)
     _assert_close(fisher, _brute_force(model, x, lambda i: [(y[i], 1.0)]))
 
 
@@ -59,14 +62,15 @@ def test_exact_fisher_matches_brute_force(method):
     x, y = _data()
     model = _dense_stack()
     probs = tf.nn.softmax(model(x)).numpy()
-    fisher = eb.diagonal_fisher(model, (x, y), estimator="exact", method=method, batch_size=16)
+    fisher = eb.diagonal_fisher(model, (x, y), estimator="exact", algorithm=method, batch_size=16)
     _assert_close(fisher, _brute_force(model, x, lambda i: [(c, probs[i, c]) for c in range(4)]))
 
 
 def test_true_fisher_methods_agree_and_average_to_the_exact_fisher():
     x, y = _data(n=64)
     model = _dense_stack()
-    runs = [eb.diagonal_fisher(model, (x, y), method=m, seed=5, batch_size=16) for m in ("fast", "vectorized", "loop")]
+    algorithms = ("fast", "vectorized", "loop")
+    runs = [eb.diagonal_fisher(model, (x, y), algorithm=a, seed=5, batch_size=16) for a in algorithms]
     _assert_close(runs[0], [r.numpy() for r in runs[2]])
     _assert_close(runs[1], [r.numpy() for r in runs[2]])
     # the sampled labels differ per seed; their average converges to the exact Fisher
@@ -94,15 +98,15 @@ def test_functional_model_uses_the_vectorized_fallback():
     model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
     fisher = eb.diagonal_fisher(model, (x, y), estimator="empirical")
     _assert_close(fisher, _brute_force(model, x, lambda i: [(y[i], 1.0)]))
-    with pytest.raises(ValueError, match="method='fast'"):
-        eb.diagonal_fisher(model, (x, y), method="fast")
+    with pytest.raises(ValueError, match="algorithm='fast'"):
+        eb.diagonal_fisher(model, (x, y), algorithm="fast")
 
 
 def test_fisher_of_a_continual_model_and_its_network_agree():
     x, y = _data()
     network = _dense_stack()
     a = eb.diagonal_fisher(network, (x, y), estimator="exact")
-    b = eb.diagonal_fisher(eb.ContinualModel(network), (x, y), estimator="exact", method="fast")
+    b = eb.diagonal_fisher(eb.ContinualModel(network), (x, y), estimator="exact", algorithm="fast")
     for f, g in zip(a, b):
         np.testing.assert_array_equal(f.numpy(), g.numpy())
 
@@ -131,7 +135,9 @@ def test_same_seed_same_fisher_and_shapes_match_variables():
     "kwargs, error, match",
     [
         ({"estimator": "fisher"}, ValueError, "estimator"),
-        ({"method": "magic"}, ValueError, "method"),
+        ({"algorithm": "magic"}, ValueError, "algorithm"),
+        ({"num_samples": 2.0}, TypeError, "num_samples"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
         ({"num_samples": 0}, ValueError, "num_samples"),
         ({"num_samples": -3}, ValueError, "num_samples"),
         ({"seed": 1.5}, TypeError, "seed"),
@@ -194,17 +200,13 @@ def test_sampled_is_the_default_and_true_is_its_alias():
 
 @pytest.mark.parametrize("method", ["fast", "vectorized"])
 def test_traced_functions_are_reused_and_do_not_keep_models_alive(method):
-    import gc
-    import weakref
-
-    from ewcbook import fisher as fisher_module
-
     x, y = _data()
     model = _dense_stack()
-    eb.diagonal_fisher(model, (x, y), method=method)
-    compiled = dict(fisher_module._COMPILED[model])
-    eb.diagonal_fisher(model, (x[:5], y[:5]), method=method)
-    assert fisher_module._COMPILED[model] == compiled, "the same traced function serves every call"
+    eb.diagonal_fisher(model, (x, y), algorithm=method)
+    eb.diagonal_fisher(model, (x[:5], y[:5]), algorithm=method, batch_size=2)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    traced = eb.fisher.traced(model, (method, "sampled"), None, dataset)  # the cached function of that signature
+    assert traced.experimental_get_tracing_count() == 1, "one trace serves every call"
     ref = weakref.ref(model)
     del model
     gc.collect()

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import ewcbook as eb
-from ewcbook.original_post import post_fisher, post_l2_penalty, post_pipeline
+from ewcbook.chapters.original_post import PostL2Anchor, post_fisher, post_l2_penalty, post_pipeline
 
 
 def _model(d=6, hidden=4, classes=3):
@@ -211,8 +211,6 @@ def test_post_pipeline_validates_its_arguments(kwargs, error):
 
 
 def test_post_l2_anchor_is_the_post_penalty_and_stops_training():
-    from ewcbook.original_post import PostL2Anchor
-
     eb.set_seed(0)
     learner = eb.ContinualModel(eb.mlp(num_classes=3, hidden=(4,), input_shape=(4, 4, 1)))
     penalty = PostL2Anchor(learner, strength=2.0)

@@ -103,3 +103,19 @@ def test_merged_per_task_penalties_round_trip(tmp_path):
     assert loaded[0].task_count == 2 and loaded[1].moving is True
     assert float(loaded[0]()) == pytest.approx(float(ewc()), rel=1e-6)
     assert float(loaded[0].constant.numpy()) == float(ewc.constant.numpy())
+
+
+def test_a_penalty_of_ones_own_is_saved_and_loaded_by_its_kind(tmp_path):
+    model, _ = _penalties()
+
+    class Scaled(eb.EWC):
+        kind = "scaled_ewc"
+
+    penalty = Scaled(model, [np.ones(v.shape, np.float32) for v in model.trainable_variables], 2.0)
+    eb.save_state(tmp_path / "s.npz", penalty)
+    with pytest.raises(ValueError, match="custom_penalties"):
+        eb.load_state(tmp_path / "s.npz", model)
+    (loaded,) = eb.load_state(tmp_path / "s.npz", model, custom_penalties={"scaled_ewc": Scaled})
+    assert type(loaded) is Scaled and float(loaded()) == float(penalty())
+    with pytest.raises(TypeError, match="penalties"):
+        eb.save_state(tmp_path / "t.npz", [lambda: 0.0])

@@ -87,13 +87,31 @@ def test_fit_task_resets_the_optimizer_like_a_fresh_adam_without_recompiling():
         eb.fit_task(learner, tasks[0], epochs=2, batch_size=16)
         step = learner.train_function
         if not reuse:
-            learner._fit_task_compiled = None  # forces a new compile and a new Adam
+            learner.compile(optimizer="sgd")  # compiled otherwise since: fit_task compiles anew, with a new Adam
         eb.fit_task(learner, tasks[1], epochs=2, batch_size=16, seed=1)
         assert (learner.train_function is step) == reuse
         assert int(learner.optimizer.iterations) == 2 * 6
         weights.append(learner.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_compile_for_tasks_compiles_once_and_resets_to_a_fresh_state():
+    learner = eb.ContinualModel(eb.mlp(2, (8,)))
+    with pytest.raises(RuntimeError, match="compile_for_tasks"):
+        learner.reset_optimizer()
+    assert learner.task_settings is None
+    learner.compile_for_tasks(1e-3, 8)
+    optimizer = learner.optimizer
+    learner.compile_for_tasks(1e-3, 8)
+    assert learner.optimizer is optimizer and learner.task_settings == (1e-3, 8)
+    fresh = [v.numpy() for v in optimizer.variables]
+    eb.fit_task(learner, _task(), epochs=1, batch_size=16, steps_per_execution=8, reset_optimizer=False)
+    learner.reset_optimizer()
+    for variable, value in zip(optimizer.variables, fresh):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    learner.compile_for_tasks(3e-4, 8)
+    assert learner.optimizer is not optimizer
 
 
 def test_fit_task_can_keep_the_optimizer_state_across_tasks():

@@ -40,12 +40,6 @@ def test_every_copy_ends_where_training_it_alone_ends():
         np.testing.assert_allclose(accuracies[k], eb.evaluate_tasks(learner, [task_a, task_b]), atol=1 / 64 + 1e-9)
 
 
-def test_strength_sweep_rows_come_from_the_copies():
-    tasks = _tasks()
-    rows = eb.strength_sweep(lambda: eb.mlp(5, (8,)), tasks, "ewc", [1.0, 100.0], seeds=[0, 1], epochs=1, batch_size=32)
-    assert [(r["seed"], r["strength"]) for r in rows] == [(0, 1.0), (0, 100.0), (1, 1.0), (1, 100.0)]
-
-
 @pytest.mark.parametrize(
     "penalties, error, match",
     [

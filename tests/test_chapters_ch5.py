@@ -1,39 +1,13 @@
-"""ewcbook.comparison: statistics, verdicts, selection, importances, and the two-head plumbing."""
+"""ewcbook.chapters.ch5: paired differences and verdicts, selection, importances, and the two-head plumbing."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import ewcbook as eb
-from ewcbook import comparison
-
-
-@pytest.mark.parametrize(
-    "df, expected",  # two-sided 95 % quantiles from any t table
-    [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (19, 2.093), (29, 2.045), (10_000, 1.960)],
-)
-def test_t_quantile_matches_the_table(df, expected):
-    assert comparison.t_quantile(df) == pytest.approx(expected, abs=1e-3)
-
-
-def test_t_quantile_other_levels_and_errors():
-    assert comparison.t_quantile(9, 0.995) == pytest.approx(3.250, abs=1e-3)
-    with pytest.raises(ValueError, match="df"):
-        comparison.t_quantile(0)
-    with pytest.raises(ValueError, match="q"):
-        comparison.t_quantile(5, 0.4)
-
-
-def test_interval_is_mean_plus_minus_t_times_standard_error():
-    mean, low, high = comparison.interval([1.0, 2.0, 3.0])
-    half = 4.303 * 1.0 / math.sqrt(3)
-    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half), abs=1e-3)
-    with pytest.raises(ValueError, match="at least 2"):
-        comparison.interval([1.0])
+from ewcbook.chapters import ch5, style
 
 
 def rows_of(means: dict, setting="one head") -> list[dict]:
@@ -49,15 +23,15 @@ def test_paired_difference_pairs_by_seed_and_verdicts_follow_the_interval():
     rng = np.random.default_rng(0)
     base = rng.uniform(0.6, 0.8, 10)  # a large spread between seeds, a small, steady difference
     rows = rows_of({"l2": base, "ewc": base + 0.01 + rng.normal(0, 0.002, 10), "none": base - 0.05})
-    better = comparison.paired_difference(rows, "one head", "ewc", "l2")
+    better = ch5.difference(rows, "one head", "ewc", "l2")
     assert better.kind == "better" and better.low > 0 and better.seeds == 10
-    assert comparison.verdict(better).startswith(f"EWC (sampled Fisher) beats the L2 anchor by {better.diff:.3f}")
-    worse = comparison.paired_difference(rows, "one head", "none", "l2")
+    assert ch5.sentence(better).startswith(f"EWC (sampled Fisher) beats the L2 anchor by {better.diff:.3f}")
+    worse = ch5.difference(rows, "one head", "none", "l2")
     assert worse.kind == "worse"
-    assert comparison.verdict(worse).startswith("the L2 anchor beats no penalty by 0.050")
-    tie = comparison.paired_difference(rows_of({"l2": base, "ewc": base + rng.normal(0, 0.01, 10)}), "one head",
+    assert ch5.sentence(worse).startswith("the L2 anchor beats no penalty by 0.050")
+    tie = ch5.difference(rows_of({"l2": base, "ewc": base + rng.normal(0, 0.01, 10)}), "one head",
                                        "ewc", "l2")  # fmt: skip
-    text = comparison.verdict(tie)
+    text = ch5.sentence(tie)
     assert tie.kind == "inconclusive" and "cannot be told apart" in text and f"{tie.low:+.3f}" in text
 
 
@@ -69,11 +43,11 @@ def test_select_picks_the_best_mean_and_flags_the_ends():
         for lam, score in zip(grid, scores)
         for s in (0, 1)
     ]
-    assert comparison.select(rows, "one head", "l2", grid) == (1.0, True)
-    assert comparison.select(rows, "one head", "ewc", grid) == (0.1, False)
-    sentence = comparison.edge_sentence({"l2": (1.0, True), "ewc": (0.1, False)})
+    assert ch5.select(rows, "one head", "l2", grid) == (1.0, True)
+    assert ch5.select(rows, "one head", "ewc", grid) == (0.1, False)
+    sentence = ch5.edge_sentence({"l2": (1.0, True), "ewc": (0.1, False)})
     assert "EWC (sampled Fisher) (λ = 0.1)" in sentence and "L2" not in sentence
-    assert "inside the grid" in comparison.edge_sentence({"l2": (1.0, True)})
+    assert "inside the grid" in ch5.edge_sentence({"l2": (1.0, True)})
 
 
 def test_flat_sentence_names_the_curves_the_seeds_cannot_resolve():
@@ -84,23 +58,23 @@ def test_flat_sentence_names_the_curves_the_seeds_cannot_resolve():
         for lam, score in zip(grid, scores)
         for s, noise in ((0, -0.02), (1, 0.0), (2, 0.02))
     ]
-    sentence = comparison.flat_sentence(rows, "one head", ["l2", "ewc"])
+    sentence = ch5.flat_sentence(rows, "one head", ["l2", "ewc"])
     assert "EWC (sampled Fisher)" in sentence and "L2" not in sentence and "spans 0.010" in sentence
-    assert comparison.flat_sentence(rows, "one head", ["l2"]).startswith("Every method's criterion varies")
+    assert ch5.flat_sentence(rows, "one head", ["l2"]).startswith("Every method's criterion varies")
 
 
 def test_importances_are_normalised_to_mean_one():
     rng = np.random.default_rng(1)
     fisher = {e: [rng.exponential(1e-4, (4, 3)), np.zeros(3)] for e in ("sampled", "exact", "empirical")}
-    imp = comparison.importances(fisher)
+    imp = ch5.importances(fisher)
     assert imp["l2"] is None
     for m in ("ewc", "ewc_exact", "ewc_empirical", "ewc_eps"):
-        assert comparison.flat(imp[m]).mean() == pytest.approx(1.0, rel=1e-5)
+        assert ch5.flat(imp[m]).mean() == pytest.approx(1.0, rel=1e-5)
     # F + ε with ε = mean(F) is the average of the EWC and L2 importances; an exactly zero Fisher stays zero in EWC
-    np.testing.assert_allclose(comparison.flat(imp["ewc_eps"]), (comparison.flat(imp["ewc"]) + 1) / 2, rtol=1e-5)
+    np.testing.assert_allclose(ch5.flat(imp["ewc_eps"]), (ch5.flat(imp["ewc"]) + 1) / 2, rtol=1e-5)
     assert np.all(imp["ewc"][1] == 0) and np.all(imp["ewc_eps"][1] == 0.5)
     with pytest.raises(ValueError, match="zero everywhere"):
-        comparison.importances({e: [np.zeros(3)] for e in ("sampled", "exact", "empirical")})
+        ch5.importances({e: [np.zeros(3)] for e in ("sampled", "exact", "empirical")})
 
 
 def random_task(name, n=256, seed=0):
@@ -115,7 +89,7 @@ def test_two_head_runs_match_one_network_trained_alone():
     learner = eb.ContinualModel(eb.mlp())
     eb.fit_task(learner, task_a, epochs=1, seed=0)
     theta_a = learner.network.get_weights()
-    accs = comparison.two_head_runs(learner.network, [task_a, task_b], [("none", 0.0)], {}, epochs=1, seed=3)
+    accs = ch5.two_head_runs(learner.network, [task_a, task_b], [("none", 0.0)], {}, epochs=1, seed=3)
     # the same run by hand: trunk from A, a fresh head B, trained alone; A read through head A
     head_b = tf.keras.initializers.GlorotUniform(seed=3)((128, 5)).numpy()
     net_b = eb.mlp()
@@ -132,7 +106,7 @@ def test_two_head_runs_match_one_network_trained_alone():
 def test_two_head_loss_reads_each_label_at_its_own_head():
     logits = tf.constant(np.random.default_rng(2).normal(size=(4, 10)), tf.float32)
     y = tf.constant([0, 4, 5, 9])
-    loss = comparison._TwoHeadLoss(eb.mlp(10)).compute_loss(y=y, y_pred=logits)
+    loss = ch5.TwoHeadLoss(eb.mlp(10)).compute_loss(y=y, y_pred=logits)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits
     expected = np.mean(
         [ce(labels=[0, 4], logits=logits[:2, :5]).numpy(), ce(labels=[0, 4], logits=logits[2:, 5:]).numpy()]
@@ -140,8 +114,16 @@ def test_two_head_loss_reads_each_label_at_its_own_head():
     assert float(loss) == pytest.approx(expected, rel=1e-6)
 
 
+def test_one_colour_per_method_for_the_whole_book():
+    colours = [colour for colour, _ in style.METHOD_STYLE.values()]
+    names = [name for _, name in style.METHOD_STYLE.values()]
+    assert len(set(colours)) == len(colours) and len(set(names)) == len(names)
+    assert not set(colours) & set(style.TASK_COLORS)
+
+
 def test_colours_and_labels():
-    assert comparison.color("l2") == eb.plots.color("l2")
-    assert len({comparison.color(m) for m in comparison.METHODS}) == len(comparison.METHODS)
+    assert ch5.color("l2") == style.color("l2") and ch5.label("ewc_exact") == style.label("ewc_exact")
+    assert ch5.label("ewc") == "EWC (sampled Fisher)"  # the chapter names the estimator it compares
+    assert len({ch5.color(m) for m in ch5.METHODS}) == len(ch5.METHODS)
     with pytest.raises(ValueError, match="method"):
-        comparison.label("nope")
+        ch5.label("nope")

@@ -1,19 +1,19 @@
-"""A fair comparison of penalties on two tasks: selection on a validation
-split, evaluation over seeds, paired differences with t-intervals, and
-verdict sentences built from the numbers.
+"""Chapter 5 (EWC): a fair comparison of penalties on two tasks, selection on a
+validation split, evaluation over seeds, paired differences with t-intervals
+(:mod:`ewcbook.stats`), and verdict sentences built from the numbers.
 
 The protocol of chapter 5, in four steps:
 
 1. :func:`seed_runs` trains task A once per seed, computes its Fishers, and
    trains task B once per (method, λ), side by side
-   (:func:`ewcbook.sweeps.train_copies`), with one shared output head or with
+   (:func:`ewcbook.copies.train_copies`), with one shared output head or with
    one head per task, plus joint training on both tasks as the reference.
 2. :func:`select` picks each method's λ from runs on validation splits
    (:func:`ewcbook.data.validation_split`): the test set is never seen.
 3. :func:`seed_runs` again, on the full training sets, at the chosen λ only,
-   over more seeds; :func:`summary` gives means with 95 % t-intervals.
-4. :func:`paired_difference` compares two methods seed by seed (the copies of
-   one seed start from the same weights after A), and :func:`verdict` says
+   over more seeds; :func:`intervals` gives means with 95 % t-intervals.
+4. :func:`difference` compares two methods seed by seed (the copies of
+   one seed start from the same weights after A), and :func:`sentence` says
    in words what its interval allows one to say.
 
 Every method's importance is normalised to mean 1 over the weights, so that
@@ -24,39 +24,31 @@ all. For EWC this is the usual penalty λ_raw/2 Σ F (θ − θ*)² with
 
     rows = seed_runs([task_a, task_b], seeds=[0, 1], epochs=(6, 6),
                      one_head=[("none", 0.0), ("l2", 0.3), ("ewc", 0.3)])
-    paired_difference(rows, "one head", "ewc", "l2")
+    difference(rows, "one head", "ewc", "l2")
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from ewcbook import plots
-from ewcbook.data import Task
+from ewcbook import stats
+from ewcbook.chapters import style
+from ewcbook.checks import one_of
+from ewcbook.copies import copy_accuracies, stack_network, stacked_layers, train_copies
+from ewcbook.data import Task, joint
 from ewcbook.evaluation import evaluate_tasks
-from ewcbook.experiments import fit_task
 from ewcbook.fisher import diagonal_fisher
 from ewcbook.models import mlp
-from ewcbook.sweeps import StackedDense, copy_accuracies, stack_network, train_copies
-from ewcbook.training import ContinualModel
+from ewcbook.training import ContinualModel, fit_task
 from ewcbook.utils import set_seed
 
-#: Methods of the comparison: (colour, display name). Those of ewcbook.plots keep their colour and name.
-METHODS = {
-    "none": (plots.color("none"), plots.label("none")),
-    "l2": (plots.color("l2"), plots.label("l2")),
-    "ewc": (plots.color("ewc"), "EWC (sampled Fisher)"),
-    "ewc_exact": ("#00441b", "EWC (exact Fisher)"),
-    "ewc_empirical": (plots.color("ewc_empirical"), plots.label("ewc_empirical")),
-    "ewc_eps": ("#17becf", "EWC (F + ε)"),
-    "joint": (plots.color("joint"), plots.label("joint")),
-}
+#: The methods of the comparison (colours from :mod:`ewcbook.chapters.style`).
+METHODS = ("none", "l2", "ewc", "ewc_exact", "ewc_empirical", "ewc_eps", "joint")
 #: Methods with a strength λ, and the Fisher estimator each one uses.
 ESTIMATOR = {"ewc": "sampled", "ewc_exact": "exact", "ewc_empirical": "empirical", "ewc_eps": "sampled"}
 PENALISED = ("l2", *ESTIMATOR)
@@ -66,20 +58,15 @@ SETTINGS = ("one head", "two heads")
 
 
 def color(method: str) -> str:
-    """The colour of ``method`` (a key of :data:`METHODS`)."""
-    _check_method(method)
-    return METHODS[method][0]
+    """The colour of ``method`` (one of :data:`METHODS`), the book's colour for it."""
+    return style.color(one_of(method, "method", METHODS))
 
 
 def label(method: str) -> str:
-    """The display name of ``method`` (a key of :data:`METHODS`)."""
-    _check_method(method)
-    return METHODS[method][1]
-
-
-def _check_method(method):
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    """The display name of ``method``: the book's, with the estimator named for EWC's sampled Fisher,
+    since this chapter compares three estimators."""
+    one_of(method, "method", METHODS)
+    return "EWC (sampled Fisher)" if method == "ewc" else style.label(method)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,17 +162,13 @@ def two_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int) -> np.nd
     mask = [np.ones(w.shape, np.float32) for w in weights[:-2]] + [np.zeros(w.shape, np.float32) for w in weights[-2:]]
     stacked_b = train_copies(net_b, tasks[1], _entries(runs, imp, mask), epochs=epochs, seed=seed)
     stacked_a = stack_network(network, len(runs))  # head A, under each copy's trunk
-    for layer_a, layer_b in zip(_stacked_layers(stacked_a)[:-1], _stacked_layers(stacked_b)[:-1]):
+    for layer_a, layer_b in zip(stacked_layers(stacked_a)[:-1], stacked_layers(stacked_b)[:-1]):
         layer_a.kernel.assign(layer_b.kernel)
         layer_a.bias.assign(layer_b.bias)
     return np.concatenate([copy_accuracies(stacked_a, tasks[:1]), copy_accuracies(stacked_b, tasks[1:])], axis=1)
 
 
-def _stacked_layers(stacked):
-    return [layer for layer in stacked.layers if isinstance(layer, StackedDense)]
-
-
-class _TwoHeadLoss(ContinualModel):
+class TwoHeadLoss(ContinualModel):
     """Labels 0..2k-1: label y < k is read at head A (logits[:k]), y ≥ k at head B."""
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -205,18 +188,9 @@ def joint_run(tasks, *, two_heads: bool, epochs: int, seed: int) -> np.ndarray:
     """
     task_a, task_b = tasks
     k = task_a.num_classes
-    offset = k if two_heads else 0
-    cat = np.concatenate
-    both = Task(
-        "AB",
-        cat([task_a.x_train, task_b.x_train]),
-        cat([task_a.y_train, task_b.y_train + offset]),
-        cat([task_a.x_test, task_b.x_test]),
-        cat([task_a.y_test, task_b.y_test + offset]),
-        k + offset,
-    )
+    both = joint(tasks, "AB", separate_labels=two_heads)  # two heads: B's labels follow A's, k to 2k - 1
     set_seed(seed)
-    learner = (_TwoHeadLoss if two_heads else ContinualModel)(mlp(both.num_classes))
+    learner = (TwoHeadLoss if two_heads else ContinualModel)(mlp(both.num_classes))
     fit_task(learner, both, epochs=epochs, seed=seed)
     if not two_heads:
         return np.asarray(evaluate_tasks(learner, tasks))
@@ -251,7 +225,7 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -
     epochs_a, epochs_b = epochs
     one_head, two_heads = list(one_head), list(two_heads)
     for method, _ in one_head + two_heads:
-        _check_method(method)
+        one_of(method, "method", METHODS)
     rows = []
 
     def add(setting, method, strength, seed, accs):
@@ -292,44 +266,6 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -
 # statistics
 
 
-def t_quantile(df: int, q: float = 0.975) -> float:
-    """The ``q`` quantile of Student's t distribution with ``df`` degrees of freedom.
-
-    Computed with NumPy alone: bisection on the CDF, whose density is
-    integrated by Simpson's rule (accurate to about 1e-6; e.g. 2.262 for
-    df = 9, 12.706 for df = 1, 1.960 in the limit).
-    """
-    if not isinstance(df, (int, np.integer)) or isinstance(df, bool) or df <= 0:
-        raise ValueError(f"df must be a positive int, got {df!r}")
-    if not 0.5 < q < 1:
-        raise ValueError(f"q must be in (0.5, 1), got {q!r}")
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-
-    def cdf(x):  # 0.5 + ∫_0^x density, Simpson's rule on 4000 intervals
-        u = np.linspace(0.0, x, 4001)
-        f = np.exp(log_c - (df + 1) / 2 * np.log1p(u * u / df))
-        return 0.5 + (u[1] - u[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-
-    low, high = 0.0, 1.0
-    while cdf(high) < q:
-        low, high = high, 2 * high
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if cdf(mid) < q else (low, mid)
-    return (low + high) / 2
-
-
-def interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of ``values`` and its ``level`` t-interval
-    (standard deviation with ddof=1). Needs at least 2 values."""
-    values = np.asarray(values, np.float64)
-    if values.ndim != 1 or len(values) < 2:
-        raise ValueError(f"values must be a 1-d sequence of at least 2 numbers, got shape {values.shape}")
-    mean = float(values.mean())
-    half = t_quantile(len(values) - 1, 0.5 + level / 2) * float(values.std(ddof=1)) / math.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 def _rows(rows, setting, method, strength=None):
     out = [
         r
@@ -341,10 +277,10 @@ def _rows(rows, setting, method, strength=None):
     return out
 
 
-def summary(rows, setting: str, method: str) -> dict:
+def intervals(rows, setting: str, method: str) -> dict:
     """``{"acc_A"|"acc_B"|"mean": (mean, low, high)}`` over the seeds, with 95 % t-intervals."""
     group = _rows(rows, setting, method)
-    return {key: interval([r[key] for r in group]) for key in ("acc_A", "acc_B", "mean")}
+    return {key: stats.mean_interval([r[key] for r in group]) for key in ("acc_A", "acc_B", "mean")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,21 +297,21 @@ class Difference:
     @property
     def kind(self) -> str:
         """``"better"`` (the interval is above 0), ``"worse"`` (below 0) or ``"inconclusive"``."""
-        return "better" if self.low > 0 else "worse" if self.high < 0 else "inconclusive"
+        return stats.verdict((self.diff, self.low, self.high), "better", "worse", "inconclusive")
 
 
-def paired_difference(rows, setting: str, method: str, baseline: str, key: str = "mean") -> Difference:
+def difference(rows, setting: str, method: str, baseline: str, key: str = "mean") -> Difference:
     """``method`` minus ``baseline`` on ``key``, paired by seed (the runs of a seed share task A)."""
     a = {r["seed"]: r[key] for r in _rows(rows, setting, method)}
     b = {r["seed"]: r[key] for r in _rows(rows, setting, baseline)}
     seeds = sorted(set(a) & set(b))
     if len(seeds) < 2:
         raise ValueError(f"{method!r} and {baseline!r} share {len(seeds)} seeds; a paired interval needs 2")
-    mean, low, high = interval([a[s] - b[s] for s in seeds])
+    mean, low, high = stats.paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
     return Difference(method, baseline, mean, low, high, len(seeds))
 
 
-def verdict(d: Difference, names=None) -> str:
+def sentence(d: Difference, names=None) -> str:
     """A sentence saying what ``d``'s interval allows: who wins and by how much, or that it is open.
 
     ``names`` maps methods to the words used (default: :data:`IN_SENTENCE`, else :func:`label`).
@@ -420,7 +356,7 @@ def table(rows, setting: str, methods, strengths=None) -> str:
     """One line per method: its λ and test accuracies, mean [95 % interval] over seeds."""
     lines = [f"{'method':22s} {'lambda':>7s}   {'acc A':^19s}   {'acc B':^19s}   {'mean of A, B':^19s}"]
     for m in methods:
-        s = summary(rows, setting, m)
+        s = intervals(rows, setting, m)
         lam = (strengths or {}).get(m)
         cells = "   ".join(f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for v in (s["acc_A"], s["acc_B"], s["mean"]))
         lines.append(f"{label(m):22s} {'-' if lam is None else format(lam, 'g'):>7s}   {cells}")

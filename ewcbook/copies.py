@@ -8,7 +8,7 @@ loss is the *sum* of the copies' losses and penalties, so the gradient of
 copy k's weights is the gradient it would have alone, and Adam, being
 elementwise, moves each copy exactly as it would move alone (up to float
 rounding): every copy sees the same batches in the same order as
-:func:`ewcbook.experiments.fit_task` with the same ``seed``.
+:func:`ewcbook.training.fit_task` with the same ``seed``.
 
     stacked = train_copies(learner.network, task_b, [(0.0, None), (1.0, None), (100.0, fisher)], epochs=6)
     copy_accuracies(stacked, [task_a, task_b])     # one row per copy
@@ -21,16 +21,17 @@ quadratic over the stacked weights with importance λ_k w_k.
 
 from __future__ import annotations
 
-import numbers
-
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ewcbook.data import Task
+from ewcbook.checks import integer, real
+from ewcbook.data import Task, check_tasks
 from ewcbook.evaluation import count_correct
-from ewcbook.penalties import Penalty, _check_importance
-from ewcbook.training import ContinualModel, FusedAdam
+from ewcbook.models import dense_layers, dense_stack
+from ewcbook.optimizers import FusedAdam
+from ewcbook.penalties import Penalty, importance_arrays
+from ewcbook.training import ContinualModel
 
 
 class StackedDense(keras.layers.Layer):
@@ -67,20 +68,17 @@ def stack_network(network: keras.Model, copies: int) -> keras.Model:
     Dense layers, such as :func:`ewcbook.models.mlp`), each starting from
     ``network``'s current weights. Its output is logits ``(copies, batch, classes)``.
     """
-    if not isinstance(network, keras.Sequential) or not network.built:
-        raise TypeError(f"network must be a built keras.Sequential of Flatten and Dense layers, got {network!r}")
-    if not isinstance(copies, int) or isinstance(copies, bool) or copies <= 0:
-        raise ValueError(f"copies must be a positive int, got {copies!r}")
+    steps = dense_stack(network) if isinstance(network, keras.Sequential) and network.built else None
+    if not steps or any(kind == "act" or (kind == "dense" and not layer.use_bias) for kind, layer in steps):
+        raise TypeError(
+            "network must be a built keras.Sequential of Flatten, Dropout and Dense layers with biases, "
+            f"got {network!r}"
+        )
+    copies = integer(copies, "copies", minimum=1)
+    dense = dense_layers(steps)
     layers = [keras.Input(shape=network.inputs[0].shape[1:]), keras.layers.Flatten()]
-    dense = []
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.Dense) and layer.use_bias:
-            layers.append(StackedDense(copies, layer.units, layer.activation, first=not dense, name=layer.name))
-            dense.append(layer)
-        elif not isinstance(layer, (keras.layers.Flatten, keras.layers.Dropout)):
-            raise TypeError(f"network must hold only Flatten, Dropout and Dense layers with biases, got {layer.name!r}")
-    if not dense:
-        raise TypeError("network must hold at least one Dense layer")
+    for k, layer in enumerate(dense):
+        layers.append(StackedDense(copies, layer.units, layer.activation, first=k == 0, name=layer.name))
     stacked = keras.Sequential(layers, name=f"{network.name}_x{copies}")
     values = []
     for k, layer in enumerate(dense):
@@ -91,10 +89,15 @@ def stack_network(network: keras.Model, copies: int) -> keras.Model:
     return stacked
 
 
+def stacked_layers(stacked: keras.Model) -> list[StackedDense]:
+    """The :class:`StackedDense` layers of a stack, in order."""
+    return [layer for layer in stacked.layers if isinstance(layer, StackedDense)]
+
+
 def copy_weights(stacked: keras.Model, k: int) -> list[np.ndarray]:
     """The weights of copy ``k``, in the order of the original network's ``get_weights()``."""
     weights = []
-    for layer in [layer for layer in stacked.layers if isinstance(layer, StackedDense)]:
+    for layer in stacked_layers(stacked):
         kernel = layer.kernel.numpy()
         weights += [kernel[:, k] if layer.first else kernel[k], layer.bias.numpy()[k]]
     return weights
@@ -135,7 +138,7 @@ def train_copies(
             ``None`` (every weight 1: the L2 anchor) or one array per
             trainable variable of ``network`` (a Fisher: EWC).
         epochs, batch_size, learning_rate, seed, steps_per_execution: as in
-            :func:`ewcbook.experiments.fit_task` (a fresh Adam).
+            :func:`ewcbook.training.fit_task` (a fresh Adam).
 
     Returns:
         The trained stack: :func:`copy_accuracies` evaluates it,
@@ -149,11 +152,10 @@ def train_copies(
         if not isinstance(entry, tuple) or len(entry) != 2:
             raise TypeError(f"penalties must be (strength, importance) pairs, got {entry!r:.60}")
         strength, importance = entry
-        if not isinstance(strength, numbers.Real) or isinstance(strength, bool) or not 0 <= strength < np.inf:
-            raise ValueError(f"penalties' strengths must be finite numbers >= 0, got {strength!r}")
+        strength = real(strength, "penalties' strengths", low=0.0)
         ones = [np.ones(v.shape, np.float32) for v in network.trainable_variables]
-        w = ones if importance is None else _check_importance(importance, network.trainable_variables, "importance")
-        strengths.append(float(strength))
+        w = ones if importance is None else importance_arrays(importance, network.trainable_variables, "importance")
+        strengths.append(strength)
         importances.append(w)
     stacked = stack_network(network, len(penalties))
     learner = _StackedLearner(stacked)
@@ -170,6 +172,5 @@ def train_copies(
 
 def copy_accuracies(stacked: keras.Model, tasks, split: str = "test") -> np.ndarray:
     """Accuracy of every copy of ``stacked`` on every task: shape (copies, tasks)."""
-    if isinstance(tasks, Task) or not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise TypeError("tasks must be a non-empty list of Task objects")
+    tasks = check_tasks(tasks)
     return np.stack([count_correct(stacked, task, split)[0] / len(task.arrays(split)[1]) for task in tasks], axis=1)

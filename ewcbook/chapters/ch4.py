@@ -1,4 +1,4 @@
-"""Measurements behind chapter 4's statements on squared batch gradients.
+"""Chapter 4 (Fisher information): the measurements behind its statements on squared batch gradients.
 
 Two questions, for a Dense stack such as :func:`ewcbook.models.mlp`:
 
@@ -13,58 +13,46 @@ Two questions, for a Dense stack such as :func:`ewcbook.models.mlp`:
   splits the ratio of its total to the sampled Fisher's into the factors
   that its code changes one after the other.
 
-Both use the same trick as ``diagonal_fisher(method="fast")``: for a Dense
-layer the per-example gradient of the kernel is the outer product of the
-layer's input and the gradient at its output.
+Both use the same trick as ``diagonal_fisher(algorithm="fast")``, and its
+forward pass (:func:`ewcbook.fisher.dense_forward`): for a Dense layer the
+per-example gradient of the kernel is the outer product of the layer's input
+and the gradient at its output.
 """
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import tensorflow as tf
+
+from ewcbook.chapters.original_post import post_fisher
+from ewcbook.checks import one_of
+from ewcbook.fisher import dense_forward, estimator_targets
+from ewcbook.models import dense_stack
 
 MODES = ("sampled", "empirical", "class_sum")
 
 
-def _layers(model):
-    network = getattr(model, "network", model)
-    if not isinstance(network, keras.Sequential):
-        raise ValueError(f"model must be a Sequential stack of Flatten, Dropout and Dense layers, got {network.name!r}")
-    layers = []
-    for layer in network.layers:
-        if not isinstance(layer, (keras.layers.Dense, keras.layers.Flatten, keras.layers.Dropout)):
-            raise ValueError(f"model must hold only Flatten, Dropout and Dense layers; {layer.name!r} is not one")
-        if isinstance(layer, keras.layers.Dense) and not layer.use_bias:
-            raise ValueError(f"every Dense layer must have a bias; {layer.name!r} has none")
-        layers.append(layer)
-    return layers
+def _steps(model):
+    steps = dense_stack(model)
+    if steps is None or any(k == "act" or (k == "dense" and not layer.use_bias) for k, layer in steps):
+        raise ValueError(f"model must be a Sequential stack of Flatten, Dropout and Dense layers with biases, "
+                         f"got {model.name!r}")
+    return steps
 
 
 def _terms_function(model, mode):
-    layers = _layers(model)
+    steps = _steps(model)
 
     @tf.function(reduce_retracing=True)
     def terms(x, y, seed):
         with tf.GradientTape() as tape:
-            a, inputs, outputs = x, [], []
-            for layer in layers:
-                if isinstance(layer, keras.layers.Flatten):
-                    a = tf.reshape(a, [tf.shape(a)[0], -1])
-                elif isinstance(layer, keras.layers.Dense):
-                    inputs.append(a)
-                    z = tf.matmul(a, layer.kernel) + layer.bias
-                    tape.watch(z)
-                    outputs.append(z)
-                    a = layer.activation(z)
-            logits = a
+            logits, inputs, outputs = dense_forward(steps, x, tape)
         probs = tf.nn.softmax(logits)
-        k = tf.shape(logits)[1]
         if mode == "class_sum":  # the gradient of Σ_c log p(c | x): every class with weight 1
-            out = 1.0 - tf.cast(k, tf.float32) * probs
-        else:
-            labels = y if mode == "empirical" else tf.random.stateless_categorical(logits, 1, seed=seed)[:, 0]
-            out = tf.one_hot(tf.cast(labels, tf.int32), k) - probs  # d log p(label | x) / d logits
+            out = 1.0 - tf.cast(tf.shape(logits)[1], tf.float32) * probs
+        else:  # d log p(label | x) / d logits, at a label drawn from the model or the data's
+            ((onehot, _),) = estimator_targets(logits, y, seed, mode)
+            out = onehot - probs
         deltas = tape.gradient(logits, outputs, output_gradients=out)
         squares, sums = [], []
         for a_in, d in zip(inputs, deltas):
@@ -91,8 +79,7 @@ def batch_terms(model, dataset: tf.data.Dataset, mode: str, *, seed: int = 0):
         ``(n, squares, sums)`` per batch: its size and two float64 vectors
         over all weights, in the order of ``model.trainable_variables``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    one_of(mode, "mode", MODES)
     terms = _terms_function(model, mode)
     for step, (x, y) in enumerate(dataset):
         squares, sums = terms(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant([seed, step]))
@@ -144,8 +131,8 @@ def post_gap_factors(model, dataset: tf.data.Dataset, num_batches: int, *, sampl
 
     Args:
         model: a built MLP.
-        dataset: the post's pipeline (:func:`ewcbook.original_post.post_pipeline`),
-            read as :func:`ewcbook.original_post.post_fisher` reads it.
+        dataset: the post's pipeline (:func:`ewcbook.chapters.original_post.post_pipeline`),
+            read as :func:`ewcbook.chapters.original_post.post_fisher` reads it.
         num_batches: how many batches, as given to ``post_fisher``.
         sampled_total, exact_total: totals of ``diagonal_fisher`` with
             ``estimator="sampled"`` and ``"exact"``, per example.
@@ -154,8 +141,6 @@ def post_gap_factors(model, dataset: tf.data.Dataset, num_batches: int, *, sampl
         ``{factor: value}`` in the order above, plus ``"total"`` (their
         product, the post's total over ``sampled_total``) and ``"post_total"``.
     """
-    from ewcbook.original_post import post_fisher
-
     per_example, batch_over_n, batch, count = 0.0, 0.0, 0.0, 0
     for n, squares, sums in batch_terms(model, dataset.repeat().take(num_batches), "class_sum"):
         per_example += squares.sum() / n

@@ -1,4 +1,4 @@
-"""ewcbook.fisher_checks: per-example squares and batch gradients, and the post's gap factors."""
+"""ewcbook.chapters.ch4: per-example squares and batch gradients, and the post's gap factors."""
 
 import keras
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 
 import ewcbook as eb
-from ewcbook import fisher_checks
-from ewcbook.original_post import post_fisher
+from ewcbook.chapters import ch4
+from ewcbook.chapters.original_post import post_fisher
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _flat_grad(model, x, y):
 def test_empirical_terms_match_per_example_gradients(model_and_data):
     model, x, y = model_and_data
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    n, squares, sums = next(fisher_checks.batch_terms(model, data, "empirical"))
+    n, squares, sums = next(ch4.batch_terms(model, data, "empirical"))
     per_example = np.stack([_flat_grad(model, x[i : i + 1], y[i : i + 1]) for i in range(8)])
     assert n == 8
     np.testing.assert_allclose(squares, (per_example**2).sum(0), rtol=1e-4, atol=1e-7)
@@ -39,7 +39,7 @@ def test_empirical_terms_match_per_example_gradients(model_and_data):
 def test_per_example_mean_is_the_empirical_fisher(model_and_data):
     model, x, y = model_and_data
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)
-    r = fisher_checks.batch_square_check(model, data, "empirical")
+    r = ch4.batch_square_check(model, data, "empirical")
     fisher = np.concatenate([f.numpy().ravel() for f in eb.diagonal_fisher(model, (x, y), estimator="empirical")])
     assert r["num_batches"] == 4
     np.testing.assert_allclose(r["per_example_mean"], fisher, rtol=1e-4, atol=1e-8)
@@ -50,7 +50,7 @@ def test_sampled_labels_have_mean_zero_scores_in_expectation(model_and_data):
     # the batch-squared estimate over many label draws approaches the per-example one
     model, x, y = model_and_data
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4).repeat(300)
-    r = fisher_checks.batch_square_check(model, data, "sampled", seed=1)
+    r = ch4.batch_square_check(model, data, "sampled", seed=1)
     assert r["batch_mean"].sum() / r["per_example_mean"].sum() == pytest.approx(1.0, abs=0.1)
 
 
@@ -59,7 +59,7 @@ def test_post_gap_factors_multiply_to_the_post_over_sampled(model_and_data):
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     sampled = float(sum(f.numpy().sum() for f in eb.diagonal_fisher(model, (x, y), estimator="sampled", seed=0)))
     exact = float(sum(f.numpy().sum() for f in eb.diagonal_fisher(model, (x, y), estimator="exact")))
-    factors = fisher_checks.post_gap_factors(model, data, 7, sampled_total=sampled, exact_total=exact)
+    factors = ch4.post_gap_factors(model, data, 7, sampled_total=sampled, exact_total=exact)
     post_total = float(sum(tf.reduce_sum(f) for f in post_fisher(model, data, 7)))
     assert factors["post_total"] == pytest.approx(post_total, rel=1e-5)
     assert factors["total"] == pytest.approx(post_total / sampled, rel=1e-4)
@@ -71,10 +71,10 @@ def test_arguments_are_checked(model_and_data):
     model, x, y = model_and_data
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     with pytest.raises(ValueError, match="mode"):
-        next(fisher_checks.batch_terms(model, data, "true"))
+        next(ch4.batch_terms(model, data, "true"))
     with pytest.raises(ValueError, match="at least 2"):
-        fisher_checks.batch_square_check(model, data.take(1), "empirical")
+        ch4.batch_square_check(model, data.take(1), "empirical")
     conv = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
                              keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="Dense"):
-        next(fisher_checks.batch_terms(conv, data, "empirical"))
+        next(ch4.batch_terms(conv, data, "empirical"))

@@ -1,16 +1,16 @@
-"""Many tasks, many seeds: the plumbing of chapter 6.
+"""Chapter 6 (beyond two tasks): many tasks, many seeds.
 
-Runs every method over several seeds (:func:`run_methods`), trains the
-joint upper bound on the union of tasks (:func:`train_joint`), reads the
-accuracy matrices (:func:`intransigence`, :func:`seen_curve`), turns seeds
-into 95 % intervals (:func:`mean_interval`, :func:`paired_difference`) and
-intervals into verdicts (:func:`verdict`), draws the matrices in a grid
-(:func:`matrix_grid`), and checks the memory claims: one merged quadratic
-equals the sum of per-task penalties (:func:`merged_penalty_check`), and
-what a training step costs as tasks accumulate (:func:`seconds_per_step`).
+Runs every method over several seeds, the first task shared
+(:func:`run_methods`, :class:`StartFrom`), trains the joint upper bound on
+the union of tasks (:func:`run_joint`), reads the accuracy matrices
+(:func:`intransigence`, :func:`seen_curve`, :func:`metrics`), draws them in a
+grid (:func:`matrix_grid`), and checks the memory claims: one merged
+quadratic equals the sum of per-task penalties (:func:`merged_penalty_check`),
+and what a training step costs as tasks accumulate (:func:`seconds_per_step`).
+Intervals and verdicts come from :mod:`ewcbook.stats`.
 
     results = run_methods(lambda s: eb.permuted_mnist(10, seed=s), RUNS, seeds=(0, 1, 2), epochs=2)
-    mean, low, high = mean_interval([eb.average_accuracy(r.R) for r in results["ewc"]])
+    mean, low, high = eb.mean_interval([eb.average_accuracy(r.R) for r in results["ewc"]])
 """
 
 from __future__ import annotations
@@ -23,78 +23,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from ewcbook import evaluation, plots
-from ewcbook.data import NUM_PIXELS, Task
-from ewcbook.evaluation import average_accuracy, evaluate_tasks
-from ewcbook.experiments import METHODS, train_sequence
+from ewcbook.chapters.style import label
+from ewcbook.checks import integer
+from ewcbook.data import Task, check_tasks, joint
+from ewcbook.evaluation import average_accuracy, backward_transfer, evaluate_tasks, forgetting
+from ewcbook.models import mlp
 from ewcbook.penalties import EWC
-from ewcbook.training import ContinualModel, FusedAdam
+from ewcbook.protocol import Consolidation, SequenceResult, train_sequence
+from ewcbook.stats import mean_interval
+from ewcbook.training import ContinualModel, fit_task
 from ewcbook.utils import set_seed
 
-#: Colours and names of the methods :data:`ewcbook.plots.METHODS` does not have.
-EXTRA_METHODS = {"l2_moving": ("#17becf", "L2, moving anchor")}
-
-
-
-def color(method: str) -> str:
-    """The colour of ``method``: :func:`ewcbook.plots.color`, plus ``"l2_moving"``."""
-    return EXTRA_METHODS[method][0] if method in EXTRA_METHODS else plots.color(method)
-
-
-def label(method: str) -> str:
-    """The display name of ``method``: :func:`ewcbook.plots.label`, plus ``"l2_moving"``."""
-    return EXTRA_METHODS[method][1] if method in EXTRA_METHODS else plots.label(method)
-
-
-# --- intervals and verdicts ---------------------------------------------------------------
-
-
-def mean_interval(values) -> tuple[float, float, float]:
-    """Mean and 95 % Student-t interval of ``values`` (one per seed).
-
-    Returns:
-        ``(mean, low, high)``; with a single value, ``low = high = mean``.
-
-    Raises:
-        ValueError: if ``values`` is empty, has more than 31 entries or is not finite.
-
-    Example:
-        >>> mean_interval([0.90, 0.92, 0.94])
-        (0.92, 0.8703..., 0.9696...)
-    """
-    values = np.asarray(values, dtype=float).ravel()
-    if not np.all(np.isfinite(values)):
-        raise ValueError("values must be finite")
-    return tuple(float(v) for v in evaluation.mean_interval(values))
-
-
-def paired_difference(a, b) -> tuple[float, float, float]:
-    """Mean and 95 % interval of ``a − b`` over paired seeds (same seed, same
-    initial weights, data order and permutations, so the pairing removes the
-    luck the two runs share)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must pair up seed by seed, got shapes {a.shape} and {b.shape}")
-    return mean_interval(a - b)
-
-
-def verdict(interval, higher: str, lower: str, unclear: str) -> str:
-    """One of three written sentences, chosen by where an interval of a
-    difference lies: above 0 (``higher``), below 0 (``lower``), or across it
-    (``unclear``). Glue the result: re-running with other seeds keeps the
-    prose and the numbers in agreement."""
-    _, low, high = interval
-    if low > 0:
-        return higher
-    if high < 0:
-        return lower
-    return unclear
-
-
-def sign_of(interval) -> int:
-    """+1, -1 or 0: the sign an interval of a difference supports (0 when it spans 0)."""
-    _, low, high = interval
-    return 1 if low > 0 else -1 if high < 0 else 0
+# --- choosing on validation -----------------------------------------------------------------
 
 
 def weakest_within_noise(scores: dict, strengths: dict, n_examples: int):
@@ -117,8 +57,7 @@ def weakest_within_noise(scores: dict, strengths: dict, n_examples: int):
     """
     if not scores or set(scores) != set(strengths):
         raise ValueError("scores and strengths must be non-empty and name the same candidates")
-    if not isinstance(n_examples, (int, np.integer)) or n_examples <= 0:
-        raise ValueError(f"n_examples must be a positive int, got {n_examples!r}")
+    n_examples = integer(n_examples, "n_examples", minimum=1)
     best = max(scores.values())
     error = float(np.sqrt(best * (1 - best) / n_examples))
     close = [c for c, score in scores.items() if score >= best - error]
@@ -128,34 +67,67 @@ def weakest_within_noise(scores: dict, strengths: dict, n_examples: int):
 # --- runs over seeds ------------------------------------------------------------------------
 
 
-def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), **settings) -> dict:
+class StartFrom:
+    """A ``fit`` for :func:`ewcbook.protocol.train_sequence` that does not train the
+    first task again: it starts from ``first``, the result of that task trained alone.
+
+    Every method trains the first task alike (there is no penalty yet), so
+    several methods can share it: the learner gets a copy of ``first``'s
+    weights and optimizer state, with the same result as training task 1
+    again (tested bit for bit). Every other task is trained by
+    :func:`ewcbook.training.fit_task`.
+
+    Args:
+        first: the :class:`ewcbook.protocol.SequenceResult` of one task trained
+            with no penalty.
+        task: that task (the same object the sequence starts with).
+    """
+
+    def __init__(self, first: SequenceResult, task: Task):
+        if not isinstance(first, SequenceResult) or len(first.histories) != 1 or first.learner.penalties:
+            raise ValueError("first must be the SequenceResult of one task trained with no penalty")
+        self.first, self.task = first, task
+
+    def __call__(self, learner: ContinualModel, task: Task, *, learning_rate: float = 1e-3, **settings):
+        if task is not self.task:
+            return fit_task(learner, task, learning_rate=learning_rate, **settings)
+        source = self.first.learner
+        rate, steps_per_execution = source.task_settings
+        if rate != float(learning_rate):
+            raise ValueError(f"first was trained with learning_rate {rate:g}, not {learning_rate:g}")
+        learner.network.set_weights(source.network.get_weights())
+        learner.compile_for_tasks(rate, steps_per_execution)
+        if len(learner.optimizer.variables) != len(source.optimizer.variables):
+            raise ValueError("first was trained with another network")
+        for mine, theirs in zip(learner.optimizer.variables, source.optimizer.variables):
+            mine.assign(theirs)
+        return self.first.histories[0]
+
+
+def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), fisher_samples=None, **settings) -> dict:
     """Every run of ``runs`` on the tasks of every seed, paired by seed.
 
     Args:
         make_tasks: ``seed -> list of tasks`` (e.g. permuted MNIST with that
             seed's permutations).
-        runs: ``{name: {"method": ..., "strength": ..., "gamma": ...}}``.
+        runs: ``{name: {"method": ..., "strength": ..., "gamma": ...}}``, the
+            fields of a :class:`ewcbook.protocol.Consolidation`.
         seeds: ints; for each, every run starts from the same initial weights
             (:func:`ewcbook.utils.set_seed` before building the network) and
             sees the same batches.
         hidden: hidden widths of :func:`ewcbook.models.mlp` (10 classes).
-        **settings: passed to :func:`ewcbook.experiments.train_sequence`
-            (epochs, batch_size, learning_rate, fisher_samples, reset_optimizer,
-            evaluate_unseen...).
+        fisher_samples: the Fisher of every EWC run from this many examples.
+        **settings: passed to :func:`ewcbook.protocol.train_sequence`
+            (epochs, batch_size, learning_rate, reset_optimizer, evaluate_unseen...).
 
-    Task 1 is trained once per seed and shared (``train_sequence``'s
-    ``start``): with no penalty yet, every run would train it alike.
+    Task 1 is trained once per seed and shared (:class:`StartFrom`).
     A run's ``seconds`` leave that shared task out.
 
     Returns:
         ``{name: [SequenceResult, one per seed]}``.
     """
-    from ewcbook.models import mlp
-
     seeds = _check_seeds(seeds)
-    for name, run in runs.items():
-        if not isinstance(run, dict) or run.get("method") not in METHODS:
-            raise ValueError(f"runs[{name!r}] must be a dict with a 'method' in {METHODS}, got {run!r}")
+    methods = {name: Consolidation(**run, fisher_samples=fisher_samples) for name, run in runs.items()}
     first_settings = dict(settings)  # task 1 alone: a per-task list of epochs keeps its first entry
     if "epochs" in settings and not isinstance(settings["epochs"], int):
         first_settings["epochs"] = list(settings["epochs"])[:1]
@@ -164,9 +136,9 @@ def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), **settings)
         tasks = make_tasks(seed)
         set_seed(seed)  # every run of a seed trains task 1 alike (no penalty yet): train it once
         first = train_sequence(mlp(10, tuple(hidden)), tasks[:1], seed=seed, **first_settings)
-        for name, run in runs.items():
-            results[name].append(train_sequence(mlp(10, tuple(hidden)), tasks, seed=seed, start=first,
-                                                **{"strength": 0.0, **run}, **settings))
+        for name, method in methods.items():
+            results[name].append(train_sequence(mlp(10, tuple(hidden)), tasks, method, seed=seed,
+                                                fit=StartFrom(first, tasks[0]), **settings))
     return results
 
 
@@ -179,65 +151,22 @@ class JointResult:
     learner: ContinualModel
 
 
-def joint_dataset(tasks, *, batch_size: int = 128, seed: int = 0) -> tf.data.Dataset:
-    """Batches drawn from the union of ``tasks``' training sets, shuffled afresh every epoch.
-
-    Works for tasks with their own pixel permutations (permuted MNIST), which
-    :func:`ewcbook.data.joint` cannot join: images are held once per distinct
-    training array as uint8, and each batch is gathered and permuted on the fly.
-    """
-    tasks = _check_tasks(tasks)
-    bases, base_of = [], []
-    for t in tasks:
-        found = next((k for k, b in enumerate(bases) if b is t.x_train), None)
-        if found is None:
-            bases.append(t.x_train)
-            found = len(bases) - 1
-        base_of.append(found)
-    sizes = {len(b) for b in bases} | {len(t.y_train) for t in tasks}
-    if len(sizes) != 1 or len({t.num_classes for t in tasks}) != 1:
-        raise ValueError("tasks must have training sets of the same size and the same num_classes")
-    n = sizes.pop()
-    images = tf.constant(np.stack([b.reshape(n, -1) for b in bases]))  # (bases, n, 784) uint8
-    labels = tf.constant(np.stack([t.y_train for t in tasks]).astype(np.int64))  # (tasks, n)
-    perms = tf.constant(np.stack([np.arange(NUM_PIXELS) if t.permutation is None else t.permutation
-                                  for t in tasks]).astype(np.int32))
-    base_of, shape = tf.constant(base_of, tf.int32), tasks[0].x_train.shape[1:]
-    total = len(tasks) * n
-
-    def gather(i):
-        task, example = i // n, i % n
-        flat = tf.gather_nd(images, tf.stack([tf.gather(base_of, task), example], axis=1))
-        x = tf.gather(tf.cast(flat, tf.float32) / 255.0, tf.gather(perms, task), batch_dims=1)
-        return tf.reshape(x, [-1, *shape]), tf.gather_nd(labels, tf.stack([task, example], axis=1))
-
-    epoch_seeds = tf.data.Dataset.random(seed=int(seed), rerandomize_each_iteration=True).take(1)
-    orders = epoch_seeds.map(lambda s: tf.random.experimental.stateless_shuffle(tf.range(total), [s, int(seed)]))
-    batches = orders.flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
-    return batches.map(gather).apply(
-        tf.data.experimental.assert_cardinality(-(-total // batch_size))).prefetch(tf.data.AUTOTUNE)
-
-
 def train_joint(network: keras.Model, tasks, *, epochs: int, batch_size: int = 128,
                 learning_rate: float = 1e-3, seed: int = 0) -> JointResult:
-    """The upper bound: ``network`` trained on all ``tasks`` at once (Adam,
+    """The upper bound: ``network`` trained on all ``tasks`` at once
+    (:func:`ewcbook.data.joint`, each task through its own permutation; Adam,
     ``epochs`` passes over their union: as many steps as the whole sequence),
     then evaluated on each task's test set."""
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     start = time.perf_counter()
     learner = ContinualModel(network)
-    learner.compile(optimizer=FusedAdam(learning_rate),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=32)
-    learner.fit(joint_dataset(tasks, batch_size=batch_size, seed=seed), epochs=epochs, verbose=0, shuffle=False)
+    fit_task(learner, joint(check_tasks(tasks)), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+             seed=seed)
     accuracies = evaluate_tasks(learner, tasks)
     return JointResult(accuracies, time.perf_counter() - start, learner)
 
 
 def run_joint(make_tasks, seeds, *, hidden=(400, 400), **settings) -> list[JointResult]:
     """:func:`train_joint` for every seed (same initial weights as :func:`run_methods`)."""
-    from ewcbook.models import mlp
-
     out = []
     for seed in _check_seeds(seeds):
         tasks = make_tasks(seed)
@@ -267,12 +196,10 @@ def seen_curve(R) -> np.ndarray:
     return np.array([R[i, : i + 1].mean() for i in range(len(R))])
 
 
-def summary(results: dict, joint=None) -> dict:
+def metrics(results: dict, joint=None) -> dict:
     """Per run name: mean and 95 % interval over seeds of average accuracy,
     mean of the diagonal, forgetting, backward transfer and (with ``joint``,
     a list of :class:`JointResult` paired by seed) intransigence."""
-    from ewcbook.evaluation import backward_transfer, forgetting
-
     table = {}
     for name, runs in results.items():
         rows = {
@@ -366,8 +293,7 @@ def seconds_per_step(learner: ContinualModel, task: Task, penalties, *, batch_si
     traces. ``learner``'s weights and penalties are restored afterwards."""
     saved_weights, saved_penalties = learner.network.get_weights(), learner.penalties
     learner.penalties = penalties
-    learner.compile(optimizer=FusedAdam(1e-3),
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=8)
+    learner.compile_for_tasks(1e-3, steps_per_execution=8)
     limit = min(len(task.y_train), batch_size * steps)
     data = task.dataset("train", batch_size=batch_size, limit=limit)
     try:
@@ -425,12 +351,6 @@ def matrix_grid(matrices: dict, *, columns: int = 3, title: str | None = None, n
 
 def _check_seeds(seeds) -> list[int]:
     seeds = list(seeds)
-    if not seeds or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of ints >= 0, got {seeds!r}")
-    return [int(s) for s in seeds]
-
-
-def _check_tasks(tasks) -> list:
-    if isinstance(tasks, Task) or not tasks or not all(isinstance(t, Task) for t in tasks):
-        raise TypeError("tasks must be a non-empty list of Task objects")
-    return list(tasks)
+    if not seeds:
+        raise ValueError("seeds must be a non-empty sequence of ints >= 0")
+    return [integer(s, "seeds (each)", minimum=0) for s in seeds]

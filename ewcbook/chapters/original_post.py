@@ -2,8 +2,8 @@
 
 The blog post the book grows out of has three bugs that change its results.
 This module re-implements each one, in a few lines of our own, so that the
-book's appendix and chapter 4 can measure what they
-do next to the book's correct code. **Do not use these functions to train a
+book's appendix and chapters 3 and 4 can measure what they do next to the
+book's correct code. **Do not use these functions to train a
 model you care about**: use :func:`ewcbook.fisher.diagonal_fisher`,
 :class:`ewcbook.penalties.L2Anchor` and :meth:`ewcbook.data.Task.dataset`.
 
@@ -22,7 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ewcbook.data import Task, _check_positive_int
+from ewcbook.checks import boolean, check_model, instance, integer, real
+from ewcbook.data import Task
 
 
 def post_fisher(model: keras.Model, dataset: tf.data.Dataset, num_batches: int, *, broadcast: bool = True):
@@ -68,20 +69,15 @@ def post_fisher(model: keras.Model, dataset: tf.data.Dataset, num_batches: int, 
         >>> bool(np.all(f[0].numpy() == f[0].numpy()[0]))   # all rows equal
         True
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-    if not model.built or not model.trainable_variables:
-        raise ValueError(f"model must be built and have trainable variables; {model.name!r} has none")
-    if not isinstance(dataset, tf.data.Dataset):
-        raise TypeError(f"dataset must be a tf.data.Dataset, got {type(dataset).__name__}")
+    check_model(model)
+    instance(dataset, "dataset", tf.data.Dataset)
     spec = dataset.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
         raise TypeError("dataset must yield (x, y) batches; its elements are not tuples of at least 2")
     if not spec[0].dtype.is_floating:
         raise TypeError(f"dataset's inputs must be floats (normalised images), got {spec[0].dtype.name}")
-    _check_positive_int(num_batches, "num_batches")
-    if not isinstance(broadcast, bool):
-        raise TypeError(f"broadcast must be a bool, got {type(broadcast).__name__}")
+    integer(num_batches, "num_batches", minimum=1)
+    boolean(broadcast, "broadcast")
 
     variables = model.trainable_variables
 
@@ -160,12 +156,10 @@ def post_pipeline(task: Task, split: str = "train", *, batch_size: int = 128, se
         in [0, 1]. Read each epoch to its end: a partly read cache is thrown
         away.
     """
-    if not isinstance(task, Task):
-        raise TypeError(f"task must be a Task, got {type(task).__name__}")
+    instance(task, "task", Task)
     x, y = task.arrays(split)
-    _check_positive_int(batch_size, "batch_size")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    integer(batch_size, "batch_size", minimum=1)
+    seed = integer(seed, "seed")
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.map(lambda image, label: (tf.cast(image, tf.float32) / 255.0, label))
     ds = ds.shuffle(len(x), seed=int(seed))  # the bug: shuffle before cache
@@ -190,15 +184,9 @@ class PostL2Anchor:
     """
 
     def __init__(self, model: keras.Model, strength: float = 1.0):
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"model must be a keras.Model, got {type(model).__name__}")
-        if not model.built or not model.trainable_variables:
-            raise ValueError(f"model must be built and have trainable variables; {model.name!r} has none")
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
-            raise ValueError(f"strength must be a non-negative number, got {strength!r}")
-        self.variables = model.trainable_variables
+        self.variables = check_model(model).trainable_variables
         self.anchors = [tf.constant(v.numpy()) for v in self.variables]
-        self.strength = float(strength)
+        self.strength = real(strength, "strength", low=0.0)
 
     def __call__(self) -> tf.Tensor:
         return self.strength * post_l2_penalty(self.variables, self.anchors)

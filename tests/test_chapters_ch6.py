@@ -1,0 +1,119 @@
+"""ewcbook.chapters.ch6: the shared first task, runs over seeds, intransigence, the merged-quadratic check."""
+
+import numpy as np
+import pytest
+
+import ewcbook as eb
+from ewcbook.chapters import ch6, style
+
+
+def small_tasks(count=3, n=64):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, size=n)
+    perms = [np.arange(784)] + [rng.permutation(784) for _ in range(count - 1)]
+    return [eb.Task(f"P{k}", x, y, x[:16], y[:16], num_classes=10, permutation=perms[k]) for k in range(count)]
+
+
+@pytest.mark.parametrize("reset_optimizer", [True, False])
+def test_a_shared_first_task_gives_the_same_sequence_as_training_it_again(reset_optimizer):
+    tasks = small_tasks()
+    ewc = eb.Consolidation("ewc", 10.0)
+    settings = dict(epochs=2, batch_size=16, reset_optimizer=reset_optimizer, seed=5)
+    eb.set_seed(5)
+    whole = eb.train_sequence(eb.mlp(10, (8,)), tasks, ewc, **settings)
+    eb.set_seed(5)
+    first = eb.train_sequence(eb.mlp(10, (8,)), tasks[:1], **settings)
+    resumed = eb.train_sequence(eb.mlp(10, (8,)), tasks, ewc, fit=ch6.StartFrom(first, tasks[0]), **settings)
+    np.testing.assert_array_equal(resumed.R, whole.R)
+    for a, b in zip(resumed.learner.get_weights(), whole.learner.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(resumed.learner.optimizer.variables, whole.learner.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert resumed.histories[0] is first.histories[0]
+
+
+def test_a_start_must_be_one_task_without_penalty():
+    tasks = small_tasks()
+    eb.set_seed(0)
+    two = eb.train_sequence(eb.mlp(10, (8,)), tasks[:2], eb.Consolidation("l2", 1.0), epochs=1)
+    with pytest.raises(ValueError, match="first must be"):
+        ch6.StartFrom(two, tasks[0])
+    one = eb.train_sequence(eb.mlp(10, (8,)), tasks[:1], epochs=1)
+    with pytest.raises(ValueError, match="learning_rate"):
+        eb.train_sequence(eb.mlp(10, (8,)), tasks, epochs=1, learning_rate=0.01, fit=ch6.StartFrom(one, tasks[0]))
+
+
+def test_intransigence_and_seen_curve():
+    R = np.array([[0.9, 0.1], [0.8, 0.7]])
+    assert ch6.intransigence(R, np.array([1.0, 1.0])) == pytest.approx(0.2)
+    assert np.allclose(ch6.seen_curve(R), [0.9, 0.75])
+    with pytest.raises(ValueError, match="reference"):
+        ch6.intransigence(R, np.array([1.0]))
+
+
+def test_joint_training_sees_every_task_through_its_own_permutation():
+    tasks = small_tasks()
+    eb.set_seed(0)
+    joint = ch6.train_joint(eb.mlp(10, (8,)), tasks, epochs=1, batch_size=32)
+    assert joint.accuracies.shape == (3,) and int(joint.learner.optimizer.iterations) == 6  # 3 * 64 / 32
+    eb.set_seed(0)
+    alone = eb.ContinualModel(eb.mlp(10, (8,)))
+    eb.fit_task(alone, eb.joint(tasks), epochs=1, batch_size=32)
+    for a, b in zip(joint.learner.get_weights(), alone.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_train_joint_and_run_methods_are_paired_by_seed():
+    tasks = small_tasks(2)
+    joint = ch6.run_joint(lambda s: tasks, seeds=[0], hidden=(8,), epochs=1, batch_size=32)
+    assert joint[0].accuracies.shape == (2,)
+    runs = {"none": {"method": "none"}, "ewc": {"method": "ewc", "strength": 1.0}}
+    results = ch6.run_methods(lambda s: tasks, runs, seeds=[0, 1], hidden=(8,), epochs=1, batch_size=32)
+    assert [len(v) for v in results.values()] == [2, 2]
+    assert ch6.stored_floats(results["none"][0].learner) == 0
+    P = results["ewc"][0].learner.network.count_params()
+    assert ch6.stored_floats(results["ewc"][0].learner) == 2 * P
+    table = ch6.metrics(results, joint * 2)
+    assert set(table) == {"none", "ewc", "joint"}
+    assert set(table["ewc"]) >= {"average_accuracy", "forgetting", "intransigence", "values"}
+    with pytest.raises(ValueError, match="method"):
+        ch6.run_methods(lambda s: tasks, {"x": {"method": "nope"}}, seeds=[0])
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        ch6.run_methods(lambda s: tasks, {"x": {"method": "ewc", "lam": 1.0}}, seeds=[0])
+    with pytest.raises(ValueError, match="seeds"):
+        ch6.run_methods(lambda s: tasks, runs, seeds=[])
+
+
+def test_merged_quadratic_equals_sum_of_per_task_penalties():
+    eb.set_seed(0)
+    network = eb.mlp(10, (16,))
+    rng = np.random.default_rng(1)
+    base = network.get_weights()
+    anchors = [[w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in base] for _ in range(4)]
+    fishers = [[rng.exponential(1.0, w.shape).astype(np.float32) for w in base] for _ in range(4)]
+    point = [w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in base]
+    check = ch6.merged_penalty_check(network, anchors, fishers, 10.0, point)
+    assert check["value_rel_diff"] < 1e-4 and check["grad_rel_diff"] < 1e-4
+    P = network.count_params()
+    assert check["floats_separate"] == 4 * 2 * P and check["floats_merged"] == 2 * P
+    assert all(np.array_equal(a, b) for a, b in zip(network.get_weights(), base)), "weights restored"
+
+
+def test_matrix_grid_and_colours():
+    fig = ch6.matrix_grid({"none": np.eye(3), "l2_moving": np.eye(3)}, columns=2, title="t")
+    assert len(fig.axes) == 3  # two panels and the colour bar
+    assert style.color("l2_moving") != style.color("l2") and style.label("l2_moving") == "L2, moving anchor"
+    with pytest.raises(ValueError, match="method"):
+        style.color("unknown")
+
+
+def test_weakest_within_noise_takes_the_weakest_penalty_the_noise_cannot_separate():
+    scores = {"a": 0.930, "b": 0.930, "c": 0.932, "d": 0.909}
+    strengths = {"a": (100.0,), "b": (1000.0,), "c": (1e4,), "d": (10.0,)}
+    chosen, error = ch6.weakest_within_noise(scores, strengths, 6000)
+    assert error == pytest.approx(np.sqrt(0.932 * 0.068 / 6000))
+    assert chosen == "a"  # d is weaker but clearly worse
+    assert ch6.weakest_within_noise(scores, strengths, 10**9)[0] == "c"  # no noise: the best
+    with pytest.raises(ValueError, match="same candidates"):
+        ch6.weakest_within_noise(scores, {"a": 1}, 10)
