@@ -57,7 +57,7 @@ from ewcbook.fisher import (
     estimator_targets,
     traced,
 )
-from ewcbook.models import dense_layers, dense_stack, layer_variables
+from ewcbook.models import dense_layers, layer_variables, require_dense_stack
 
 # --- the factors ------------------------------------------------------------------
 
@@ -103,22 +103,12 @@ def kronecker_factors(
         [((785, 785), (400, 400)), ((401, 401), (400, 400)), ((401, 401), (10, 10))]
     """
     check_logits_model(model)
-    steps = _dense_steps_of(model)
+    steps = require_dense_stack(model)
     estimator = check_estimator(estimator)
     dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
     batch_fn = traced(model, ("kfac", estimator), lambda x, y, s: _factor_batch(steps, x, y, s, estimator), dataset)
     totals, count = accumulate(dataset, batch_fn, seed=seed, num_samples=num_samples)
     return [(totals[2 * k] / count, totals[2 * k + 1] / count) for k in range(len(totals) // 2)]
-
-
-def _dense_steps_of(model):
-    steps = dense_stack(model)
-    if steps is None:
-        raise ValueError(
-            f"model must be a Sequential stack of Dense, Flatten, Dropout and activation layers whose "
-            f"variables are all trainable; {model.name!r} is not one"
-        )
-    return steps
 
 
 def _factor_batch(steps, x, y, seed, estimator):
@@ -341,7 +331,7 @@ def nearest_kronecker(terms) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _penalised_layers(model):
-    return dense_layers(_dense_steps_of(check_model(model)))
+    return dense_layers(require_dense_stack(check_model(model)))
 
 
 def _check_factors(factors, layers) -> list[tuple[np.ndarray, np.ndarray]]:

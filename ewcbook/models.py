@@ -97,6 +97,17 @@ def dense_stack(model: keras.Model) -> list[tuple[str, keras.layers.Layer]] | No
     return steps
 
 
+def require_dense_stack(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
+    """:func:`dense_stack` of ``model``, or a ValueError naming ``model`` if it is no Dense stack."""
+    steps = dense_stack(model)
+    if steps is None:
+        raise ValueError(
+            "model must be a Sequential stack of Dense, Flatten, Dropout and activation layers whose "
+            f"variables are all trainable; {model.name!r} is not one"
+        )
+    return steps
+
+
 def dense_layers(steps) -> list[keras.layers.Dense]:
     """The Dense layers of a :func:`dense_stack`, in order."""
     return [layer for kind, layer in steps if kind == "dense"]

@@ -36,6 +36,18 @@ def test_empirical_terms_match_per_example_gradients(model_and_data):
     np.testing.assert_allclose(sums, per_example.sum(0), rtol=1e-4, atol=1e-6)
 
 
+def test_terms_of_a_stack_with_activation_layers_and_no_bias(model_and_data):
+    _, x, y = model_and_data
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(), keras.layers.Dense(5, use_bias=False),
+                              keras.layers.Activation("tanh"), keras.layers.Dense(3)])
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    n, squares, sums = next(ch4.batch_terms(model, data, "empirical"))
+    per_example = np.stack([_flat_grad(model, x[i : i + 1], y[i : i + 1]) for i in range(8)])
+    np.testing.assert_allclose(squares, (per_example**2).sum(0), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(sums, per_example.sum(0), rtol=1e-4, atol=1e-6)
+
+
 def test_per_example_mean_is_the_empirical_fisher(model_and_data):
     model, x, y = model_and_data
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(10)

@@ -27,21 +27,13 @@ import tensorflow as tf
 from ewcbook.chapters.original_post import post_fisher
 from ewcbook.checks import one_of
 from ewcbook.fisher import dense_forward, estimator_targets
-from ewcbook.models import dense_stack
+from ewcbook.models import dense_layers, require_dense_stack
 
 MODES = ("sampled", "empirical", "class_sum")
 
 
-def _steps(model):
-    steps = dense_stack(model)
-    if steps is None or any(k == "act" or (k == "dense" and not layer.use_bias) for k, layer in steps):
-        raise ValueError(f"model must be a Sequential stack of Flatten, Dropout and Dense layers with biases, "
-                         f"got {model.name!r}")
-    return steps
-
-
 def _terms_function(model, mode):
-    steps = _steps(model)
+    steps = require_dense_stack(model)
 
     @tf.function(reduce_retracing=True)
     def terms(x, y, seed):
@@ -55,9 +47,12 @@ def _terms_function(model, mode):
             out = onehot - probs
         deltas = tape.gradient(logits, outputs, output_gradients=out)
         squares, sums = [], []
-        for a_in, d in zip(inputs, deltas):
-            squares += [tf.matmul(tf.square(a_in), tf.square(d), transpose_a=True), tf.reduce_sum(tf.square(d), 0)]
-            sums += [tf.matmul(a_in, d, transpose_a=True), tf.reduce_sum(d, 0)]
+        for layer, a_in, d in zip(dense_layers(steps), inputs, deltas):
+            squares.append(tf.matmul(tf.square(a_in), tf.square(d), transpose_a=True))
+            sums.append(tf.matmul(a_in, d, transpose_a=True))
+            if layer.use_bias:
+                squares.append(tf.reduce_sum(tf.square(d), 0))
+                sums.append(tf.reduce_sum(d, 0))
         flat = lambda ts: tf.concat([tf.reshape(t, [-1]) for t in ts], 0)  # noqa: E731
         return flat(squares), flat(sums)
 
