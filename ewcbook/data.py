@@ -88,6 +88,16 @@ class Task:
             split at once and gathers batches of floats; ``True``: it keeps the
             uint8 images and normalises each batch as it is drawn, in a quarter
             of the memory (:func:`joint` does so for tasks with permutations).
+        units: ``(start, stop)``, the output units active while training on
+            the task (the loss is a softmax over logits ``start:stop`` only;
+            labels index all outputs); ``None``: every unit.
+        test_units: the same for testing (the prediction is the argmax over
+            these units); ``None``: every unit.
+
+    In split MNIST's three scenarios (:func:`split_mnist_tasks`) the units say
+    what a scenario gives away: task-incremental tasks train and test on their
+    own two units (task identity known at test time), class-incremental ones
+    train on the units of every class seen so far and test on all ten.
     """
 
     name: str
@@ -98,6 +108,18 @@ class Task:
     num_classes: int
     permutation: np.ndarray | None = None
     per_batch: bool = False
+    units: tuple[int, int] | None = None
+    test_units: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        for name in ("units", "test_units"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, tuple) and len(value) == 2 and all(isinstance(u, int) for u in value)
+                and 0 <= value[0] < value[1]
+            ):
+                raise ValueError(f"{name} must be None or a (start, stop) pair of ints with 0 <= start < stop, "
+                                 f"got {value!r}")
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The raw ``(images, labels)`` of ``split`` (``"train"`` or ``"test"``)."""
@@ -207,6 +229,48 @@ def split_mnist(limit: int | None = None) -> list[Task]:
         train = _head(x_train[d_train % 2 == parity], d_train[d_train % 2 == parity] // 2, limit)
         test = _head(x_test[d_test % 2 == parity], d_test[d_test % 2 == parity] // 2, limit)
         tasks.append(Task(name, *train, *test, num_classes=5))
+    return tasks
+
+
+#: The three scenarios of :func:`split_mnist_tasks` (van de Ven & Tolias 2019).
+SCENARIOS = ("task", "domain", "class")
+
+
+def split_mnist_tasks(scenario: str, *, limit: int | None = None) -> list[Task]:
+    """Split MNIST as the literature runs it: five tasks, the digits {0, 1},
+    {2, 3}, {4, 5}, {6, 7}, {8, 9}, in one of three scenarios.
+
+    * ``"task"`` (task-incremental): ten outputs, labels are the digits; each
+      task trains and tests on its own two units (a head per task, chosen by
+      the task identity at test time).
+    * ``"domain"`` (domain-incremental): one two-unit output, the label is
+      ``digit % 2`` (even or odd), the same for every task.
+    * ``"class"`` (class-incremental): ten outputs, labels are the digits;
+      task k trains with the units of every class seen so far active (0 to
+      2k + 1, as van de Ven & Tolias 2019 do) and every task is tested on all
+      ten: the network must tell every digit from every other.
+
+    Args:
+        scenario: one of :data:`SCENARIOS`.
+        limit: keep at most this many examples per split and task.
+
+    Returns:
+        Five tasks named ``"0/1"``, ``"2/3"``, ... in training order.
+    """
+    one_of(scenario, "scenario", SCENARIOS)
+    optional_integer(limit, "limit", minimum=1)
+    x_train, d_train = load_mnist("train")
+    x_test, d_test = load_mnist("test")
+    tasks = []
+    for k in range(5):
+        pair = (2 * k, 2 * k + 1)
+        label = (lambda d: d % 2) if scenario == "domain" else (lambda d: d)  # noqa: E731
+        train_in, test_in = np.isin(d_train, pair), np.isin(d_test, pair)
+        train = _head(x_train[train_in], label(d_train[train_in]), limit)
+        test = _head(x_test[test_in], label(d_test[test_in]), limit)
+        units = {"task": ((2 * k, 2 * k + 2),) * 2, "domain": (None, None), "class": ((0, 2 * k + 2), None)}
+        tasks.append(Task(f"{pair[0]}/{pair[1]}", *train, *test, num_classes=2 if scenario == "domain" else 10,
+                          units=units[scenario][0], test_units=units[scenario][1]))
     return tasks
 
 

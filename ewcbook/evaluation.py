@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from ewcbook.checks import instance
 from ewcbook.data import Task, check_tasks, normalise_pixels
+from ewcbook.models import MASKED_LOGIT
 
 
 def task_accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
@@ -33,11 +34,16 @@ def task_accuracy(model: keras.Model, task: Task, split: str = "test") -> float:
     correct, num_outputs = count_correct(model, task, split)
     if num_outputs < task.num_classes:
         raise ValueError(f"model has {num_outputs} outputs but task {task.name} has {task.num_classes} classes")
+    if task.test_units is not None and task.test_units[1] > num_outputs:
+        raise ValueError(f"model has {num_outputs} outputs but task {task.name} tests on units {task.test_units}")
     return float(correct) / len(task.arrays(split)[1])
 
 
 def count_correct(model: keras.Model, task: Task, split: str = "test"):
     """(number of correct predictions on ``task``'s ``split``, number of outputs).
+
+    The prediction is the argmax over the task's :attr:`~ewcbook.data.Task.test_units`
+    (all units when it has none).
 
     For a stack of copies (:mod:`ewcbook.copies`), whose logits are
     ``(copies, examples, classes)``, the count is an array, one per copy.
@@ -47,6 +53,7 @@ def count_correct(model: keras.Model, task: Task, split: str = "test"):
         tf.constant(images.reshape(len(images), -1)),
         tf.constant(task.pixel_order(), tf.int32),
         tf.constant(labels, tf.int64),
+        tf.constant(task.test_units or (0, 2**31 - 1), tf.int32),
         images.shape[1:],
     )
     return correct.numpy(), int(num_outputs)
@@ -60,9 +67,11 @@ def _counter(model):
         ref = weakref.ref(model)  # the cache must not keep the model alive
 
         @tf.function(reduce_retracing=True)
-        def count(flat, permutation, labels, shape):
+        def count(flat, permutation, labels, units, shape):
             x = tf.reshape(normalise_pixels(flat, permutation), [-1, *shape])
             logits = ref()(x, training=False)
+            unit = tf.range(tf.shape(logits)[-1])
+            logits = tf.where((unit >= units[0]) & (unit < units[1]), logits, MASKED_LOGIT)
             correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=-1) == labels, tf.int64), axis=-1)
             return correct, tf.shape(logits)[-1]
 

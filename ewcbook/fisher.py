@@ -50,7 +50,8 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook.checks import check_data, check_labels, check_model, integer, one_of, optional_integer
-from ewcbook.models import dense_layers, dense_stack, layer_variables, network_of, num_outputs
+from ewcbook.models import (dense_layers, dense_stack, layer_variables, network_of, num_outputs, restrict_logits,
+                            units_mask)
 
 ESTIMATORS = ("sampled", "exact", "empirical")
 ALIASES = {"true": "sampled"}  # the book's first name for the sampled estimator
@@ -66,6 +67,7 @@ def diagonal_fisher(
     seed: int | None = None,
     algorithm: str = "auto",
     batch_size: int = 1024,
+    units: tuple[int, int] | None = None,
 ) -> list[tf.Tensor]:
     """Diagonal Fisher information of ``model``'s trainable variables.
 
@@ -84,6 +86,9 @@ def diagonal_fisher(
             ``keras.utils.set_random_seed``).
         algorithm: ``"auto"``, ``"fast"``, ``"vectorized"`` or ``"loop"``.
         batch_size: batch size used when ``data`` is a tuple of arrays.
+        units: ``(start, stop)``: the model's distribution is the softmax over
+            logits ``start:stop`` only, as when it trains on a task with those
+            :attr:`~ewcbook.data.Task.units` (a task's own head); ``None``: all.
 
     Returns:
         One float32 tensor per ``model.trainable_variables``, of the same
@@ -104,6 +109,8 @@ def diagonal_fisher(
     one_of(algorithm, "algorithm", ALGORITHMS)
     dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
     steps = dense_stack(model)
+    outputs = num_outputs(model)
+    mask = None if units is None else tuple(units_mask(units, outputs).tolist())
     if algorithm == "fast" and steps is None:
         raise ValueError(
             "algorithm='fast' needs a Sequential stack of Dense, Flatten, Dropout and "
@@ -114,15 +121,15 @@ def diagonal_fisher(
         algorithm = "fast" if steps is not None else "vectorized"
     variables, order = model.trainable_variables, model.trainable_variables
     if algorithm == "fast":
-        batch_fn = traced(model, ("fast", estimator), lambda x, y, s: fast_batch(steps, x, y, s, estimator), dataset)
+        batch_fn = traced(model, ("fast", estimator, mask),
+                          lambda x, y, s: fast_batch(steps, x, y, s, estimator, mask), dataset)
         order = [v for layer in dense_layers(steps) for v in layer_variables(layer)]
     elif algorithm == "vectorized":
         ref = weakref.ref(model)  # the cache must not keep the model alive
-        batch_fn = traced(model, ("vectorized", estimator),
-                          lambda x, y, s: _vectorized_batch(ref(), x, y, s, estimator), dataset)
+        batch_fn = traced(model, ("vectorized", estimator, mask),
+                          lambda x, y, s: _vectorized_batch(ref(), x, y, s, estimator, mask), dataset)
     else:
-        batch_fn = lambda x, y, s: _loop_batch(model, x, y, s, estimator)  # noqa: E731
-    outputs = num_outputs(model)
+        batch_fn = lambda x, y, s: _loop_batch(model, x, y, s, estimator, mask)  # noqa: E731
     check = (lambda y: check_labels(y, outputs)) if estimator == "empirical" else None
     totals, count = accumulate(dataset, batch_fn, seed=seed, num_samples=num_samples, check=check)
     by_id = {id(v): t / count for v, t in zip(order, totals)}
@@ -247,11 +254,14 @@ def dense_forward(steps, x, tape):
     return a, inputs, outputs
 
 
-def fast_batch(steps, x, y, seed, estimator):
+def fast_batch(steps, x, y, seed, estimator, mask=None):
     """The fast algorithm on one batch: Σ_i g_i² for every variable of a Dense stack, in
-    :func:`dense_layers` order, from one forward and one backward pass per label."""
+    :func:`dense_layers` order, from one forward and one backward pass per label
+    (the softmax over the units where ``mask`` is True, if given)."""
     with tf.GradientTape(persistent=True) as tape:
         logits, inputs, outputs = dense_forward(steps, x, tape)
+        if mask is not None:
+            logits = restrict_logits(logits, tf.constant(mask))
     probs = tf.nn.softmax(logits)
     sums = []
     for onehot, w in estimator_targets(logits, y, seed, estimator):
@@ -272,10 +282,14 @@ def fast_batch(steps, x, y, seed, estimator):
 # --- the general algorithms ----------------------------------------------------------------
 
 
-def _vectorized_batch(model, x, y, seed, estimator):
+def _restricted(logits, mask):
+    return logits if mask is None else restrict_logits(logits, tf.constant(mask))
+
+
+def _vectorized_batch(model, x, y, seed, estimator, mask=None):
     variables = model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
-        log_probs = tf.nn.log_softmax(model(x, training=False))
+        log_probs = tf.nn.log_softmax(_restricted(model(x, training=False), mask))
         targets = estimator_targets(tf.stop_gradient(log_probs), y, seed, estimator)
         picked = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in targets]
     sums = [tf.zeros(v.shape) for v in variables]
@@ -289,15 +303,16 @@ def _vectorized_batch(model, x, y, seed, estimator):
     return sums
 
 
-def _loop_batch(model, x, y, seed, estimator):
+def _loop_batch(model, x, y, seed, estimator, mask=None):
     variables = model.trainable_variables
-    logits = model(x, training=False)
+    logits = _restricted(model(x, training=False), mask)
     targets = estimator_targets(logits, y, seed, estimator)
     sums = [np.zeros(v.shape, np.float64) for v in variables]
     for i in range(int(tf.shape(x)[0])):
         for onehot, w in targets:
             with tf.GradientTape() as tape:
-                log_p = tf.reduce_sum(onehot[i] * tf.nn.log_softmax(model(x[i : i + 1], training=False)[0]))
+                logits_i = _restricted(model(x[i : i + 1], training=False), mask)[0]
+                log_p = tf.reduce_sum(onehot[i] * tf.nn.log_softmax(logits_i))
             weight = 1.0 if w is None else float(w[i])
             for k, grad in enumerate(tape.gradient(log_p, variables)):
                 sums[k] += weight * np.square(grad.numpy().astype(np.float64))

@@ -9,8 +9,13 @@ fast diagonal Fisher, the Kronecker factors and the stacked copies.
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from ewcbook.checks import integer, real
+
+#: The logit given to an inactive output unit: its softmax probability is 0 in float32.
+MASKED_LOGIT = -1e9
 
 
 def mlp(
@@ -60,6 +65,23 @@ def num_outputs(model: keras.Model) -> int | None:
     """The number of logits the network of ``model`` outputs, if it says."""
     outputs = getattr(network_of(model), "outputs", None)
     return int(outputs[0].shape[-1]) if outputs and outputs[0].shape[-1] is not None else None
+
+
+def units_mask(units: tuple[int, int] | None, outputs: int) -> np.ndarray:
+    """A boolean mask over ``outputs`` logits, True on ``units = (start, stop)`` (everywhere for ``None``)."""
+    mask = np.ones(outputs, bool)
+    if units is not None:
+        if units[1] > outputs:
+            raise ValueError(f"units {units} reach beyond the network's {outputs} outputs")
+        mask[:] = False
+        mask[units[0] : units[1]] = True
+    return mask
+
+
+def restrict_logits(logits, mask):
+    """``logits`` with the units where ``mask`` (broadcast against them) is False set to
+    :data:`MASKED_LOGIT`: a softmax over the active units only, and no gradient to the others."""
+    return tf.where(mask, logits, tf.constant(MASKED_LOGIT, logits.dtype))
 
 
 def dense_stack(model: keras.Model) -> list[tuple[str, keras.layers.Layer]] | None:

@@ -10,7 +10,10 @@ constant that only matters for the logged value:
 * :class:`L2Anchor`: w = 1 for every weight;
 * :class:`EWC`: w = the diagonal Fisher of the task (Kirkpatrick et al. 2017);
 * :class:`OnlineEWC`: one running Fisher F ← γF + F_new and an anchor moved
-  to the newest weights after each task (Schwarz et al. 2018).
+  to the newest weights after each task (Schwarz et al. 2018);
+* :class:`SynapticIntelligence`: w = Ω, the path integral of each weight's
+  contribution to the fall of the loss while it was trained (Zenke et al.
+  2017), accumulated step by step during training.
 
 Many tasks, one quadratic. A sum of per-task quadratics is itself one
 quadratic: Σ_t F_t (θ − θ_t)² = S (θ − θ̄)² + c with S = Σ_t F_t,
@@ -235,6 +238,92 @@ class OnlineEWC(Penalty):
 
     def __repr__(self) -> str:
         return f"OnlineEWC(strength={self.strength:g}, gamma={self.gamma:g}, tasks={self.task_count})"
+
+
+class SynapticIntelligence(Penalty):
+    """Synaptic intelligence (Zenke, Poole & Ganguli 2017): λ/2 · Σ Ω (θ − θ*)².
+
+    While a task trains, every optimizer step adds to each weight's path
+    integral ω ← ω − g · Δθ, with g the gradient the step applied and Δθ the
+    step it took: the weight's share of the fall of the loss. At the end of
+    the task, :meth:`consolidate` turns it into an importance,
+    Ω ← Ω + max(ω, 0) / (Δ² + ξ) with Δ how far the weight moved over the
+    whole task, anchors at the current weights and starts a new path.
+
+    Add the penalty to the learner *before* the first task (its importance is
+    zero until then, and so is its value): it sees the steps through
+    :class:`ewcbook.training.ContinualModel`'s training step (``track_step``).
+
+    Args:
+        model: the model to be trained; its current weights start the path.
+        strength: λ; Zenke et al.'s c is λ/2 (their penalty has no ½).
+        damping: ξ > 0, which keeps Ω finite for a weight that barely moved.
+
+    Two choices, said here because implementations differ: g is the gradient
+    of the whole training loss (the task's loss plus every penalty: what the
+    optimizer applied, as in van de Ven's code; Zenke et al.'s code uses the
+    task's loss alone), and a negative ω (the loss rose along the weight's
+    path) gives no importance rather than a push away from the anchor.
+    Under ``tf.distribute`` the replicas' gradients are summed first, so ω is
+    that of the one step the replicas take together.
+    """
+
+    kind = "si"
+
+    def __init__(self, model: keras.Model, strength: float, damping: float = 0.1):
+        variables = check_model(model).trainable_variables
+        super().__init__(model, strength, importance=[np.zeros(v.shape, np.float32) for v in variables])
+        self.damping = real(damping, "damping", low=0.0, open_low=True)
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica computes the same update
+        self.path = [tf.Variable(tf.zeros(v.shape), trainable=False, aggregation=first) for v in variables]
+        self.start = [tf.Variable(v.numpy(), trainable=False) for v in variables]
+        self.task_count = 0
+
+    def track_step(self, gradients, before) -> None:
+        """Add one step to the path integral: ω ← ω − g · (θ − θ_before)."""
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        for path, g, b, v in zip(self.path, gradients, before, self.variables):
+            path.assign_add(-tf.convert_to_tensor(g) * (tf.convert_to_tensor(v) - b))
+
+    def consolidate(self) -> None:
+        """End the task: Ω ← Ω + max(ω, 0) / (Δ² + ξ), anchor and path start at the current weights, ω ← 0."""
+        for omega, path, start, anchor, v in zip(self.importance, self.path, self.start, self.anchors,
+                                                 self.variables):
+            moved = v.numpy() - start.numpy()
+            omega.assign(omega.numpy() + np.maximum(path.numpy(), 0.0) / (moved**2 + self.damping))
+            anchor.assign(v.numpy())
+            start.assign(v.numpy())
+            path.assign(tf.zeros(path.shape))
+        self.task_count += 1
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "damping": self.damping}
+
+    def state_arrays(self) -> dict:
+        arrays = super().state_arrays()
+        arrays.update({f"path_{k}": p.numpy() for k, p in enumerate(self.path)})
+        arrays.update({f"start_{k}": p.numpy() for k, p in enumerate(self.start)})
+        return arrays
+
+    @classmethod
+    def from_state(cls, model, config: dict, arrays: dict):
+        penalty = super().from_state(model, config, arrays)
+        for k, (path, start) in enumerate(zip(penalty.path, penalty.start)):
+            path.assign(arrays[f"path_{k}"])
+            start.assign(arrays[f"start_{k}"])
+        return penalty
+
+    @classmethod
+    def _from_config(cls, model, config, importance):
+        penalty = cls(model, config["strength"], config["damping"])
+        for omega, w in zip(penalty.importance, importance):
+            omega.assign(w)
+        return penalty
+
+    def __repr__(self) -> str:
+        return f"SynapticIntelligence(strength={self.strength:g}, damping={self.damping:g}, tasks={self.task_count})"
 
 
 def weighted_square(theta, anchor, weight):

@@ -24,13 +24,14 @@ import keras
 import numpy as np
 
 from ewcbook.checks import instance
+from ewcbook.distillation import LwF
 from ewcbook.kfac import KroneckerEWC
-from ewcbook.penalties import EWC, L2Anchor, OnlineEWC
+from ewcbook.penalties import EWC, L2Anchor, OnlineEWC, SynapticIntelligence
 
 FORMAT = "ewcbook-consolidation-2"
 
 #: kind -> class of every penalty of the library that can be saved.
-PENALTIES = {cls.kind: cls for cls in (L2Anchor, EWC, OnlineEWC, KroneckerEWC)}
+PENALTIES = {cls.kind: cls for cls in (L2Anchor, EWC, OnlineEWC, SynapticIntelligence, LwF, KroneckerEWC)}
 
 
 def save_state(path, penalties) -> None:

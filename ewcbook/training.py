@@ -17,6 +17,20 @@ What is logged. In ``fit``, ``loss`` is the task's loss *plus* the penalty
 task, and a penalty has nothing to do with held-out data); ``penalty`` is
 still reported beside it.
 
+Output units. A task may train on some of the network's outputs only
+(:attr:`ewcbook.data.Task.units`: a task's own head, or the classes seen so
+far). The learner holds a table of which units are active for an example of
+each label (:meth:`ContinualModel.set_units`, :func:`unit_table`), so one
+batch can mix examples of different heads (replayed ones) and the traced
+step is not rebuilt from task to task.
+
+What a penalty may ask for. A penalty is called with no arguments, unless it
+has ``uses_batch = True``: then it is called with the batch's inputs and the
+network's logits on them (distillation, :class:`ewcbook.distillation.LwF`).
+A penalty with a method ``track_step(gradients, before)`` is told, after
+every optimizer step, the gradients the step applied and the weights before
+it (the path integral of :class:`ewcbook.penalties.SynapticIntelligence`).
+
 Distribution. Under ``tf.distribute`` (e.g. ``MirroredStrategy``) Keras
 divides each replica's loss by the number of replicas and sums the
 replicas' gradients; the penalty, computed on every replica, is divided the
@@ -26,12 +40,26 @@ same way, so training on N replicas takes the same steps as on one device.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ewcbook.callbacks import StopOnNonFiniteLoss
 from ewcbook.checks import boolean, instance, integer, real
 from ewcbook.data import Task
+from ewcbook.models import num_outputs, restrict_logits, units_mask
 from ewcbook.optimizers import FusedAdam
+
+
+class _Units:
+    """The active-unit table of a learner, a (labels, outputs) boolean variable (kept out of
+    Keras' tracking, so it is no weight of the model)."""
+
+    def __init__(self, table: np.ndarray):
+        self.table = tf.Variable(table, trainable=False)
+
+    def restrict(self, y, y_pred):
+        rows = tf.gather(self.table, tf.cast(tf.reshape(y, [-1]), tf.int32))
+        return restrict_logits(y_pred, rows)
 
 
 class ContinualModel(keras.Model):
@@ -58,6 +86,7 @@ class ContinualModel(keras.Model):
         self._penalties = []
         self.penalties = penalties
         self._for_tasks = None  # (settings, optimizer, its initial state): see compile_for_tasks
+        self._units = None  # _Units, once set_units gave a table
         if network.built:
             self.build(network.inputs[0].shape if getattr(network, "inputs", None) else None)
 
@@ -78,14 +107,63 @@ class ContinualModel(keras.Model):
         # the traced training and evaluation steps captured the old list (prediction has no penalty)
         self.train_function = self.test_function = None
 
+    def set_units(self, table) -> None:
+        """Train on some output units only: ``table[c]`` says which logits are active
+        (a softmax over them) for an example with label ``c``; ``None``: every unit
+        for every label. See :func:`unit_table`."""
+        if table is None:
+            if self._units is not None:
+                self._units.table.assign(np.ones(self._units.table.shape, bool))
+            return
+        table = np.asarray(table)
+        outputs = num_outputs(self)
+        if table.dtype != bool or table.ndim != 2 or table.shape[1] != outputs or not table.any(axis=1).all():
+            raise ValueError(f"table must be a boolean array (labels, {outputs} outputs) with an active unit in "
+                             f"every row, got {table.dtype} of shape {table.shape}")
+        if self._units is None or self._units.table.shape != table.shape:
+            self._units = _Units(table)
+            self.train_function = self.test_function = None
+        else:
+            self._units.table.assign(table)
+
     def call(self, x, training=False):
         return self.network(x, training=training)
 
+    def train_step(self, data):
+        trackers = [p for p in self._penalties if callable(getattr(p, "track_step", None))]
+        if not trackers:
+            return super().train_step(data)
+        before = [tf.identity(v) for v in self.trainable_variables]
+        applied = {}
+        apply = self.optimizer.apply_gradients
+
+        def apply_and_keep(grads_and_vars, *args, **kwargs):  # what Keras' step hands the optimizer
+            grads_and_vars = list(grads_and_vars)
+            applied["gradients"] = [g for g, _ in grads_and_vars]
+            return apply(grads_and_vars, *args, **kwargs)
+
+        self.optimizer.apply_gradients = apply_and_keep  # only while this step is traced
+        try:
+            logs = super().train_step(data)
+        finally:
+            del self.optimizer.apply_gradients
+        for tracker in trackers:
+            tracker.track_step(applied["gradients"], before)
+        return logs
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if self._units is not None:
+            y_pred = self._units.restrict(y, y_pred)
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        logits = y_pred
+        if self._units is not None:
+            y_pred = self._units.restrict(y, y_pred)
         loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
         if not self._penalties:
             return loss
-        penalty = tf.add_n([p() for p in self._penalties])
+        penalty = tf.add_n([p(x, logits) if getattr(p, "uses_batch", False) else p() for p in self._penalties])
         self.penalty_tracker.update_state(penalty)
         if not training:
             return loss
@@ -143,6 +221,8 @@ def fit_task(
     verbose: int = 0,
     steps_per_execution: int = 32,
     reset_optimizer: bool = True,
+    data: tf.data.Dataset | None = None,
+    units=None,
 ) -> keras.callbacks.History:
     """Train ``learner`` on ``task`` with Adam and sparse categorical
     cross-entropy on logits; its penalties are added to the loss.
@@ -159,6 +239,10 @@ def fit_task(
         reset_optimizer: ``True`` (default) starts every task with a fresh
             Adam (zero moments, step 0); ``False`` keeps its state from the
             previous task.
+        data: batches to train on instead of the task's training split
+            (e.g. :meth:`ewcbook.replay.ReplayMemory.mixed_dataset`).
+        units: the active-unit table (:meth:`ContinualModel.set_units`);
+            ``None``: :func:`unit_table` of ``task``.
 
     The learner is compiled once (:meth:`ContinualModel.compile_for_tasks`), so
     every later task reuses the traced training step.
@@ -167,8 +251,34 @@ def fit_task(
     instance(task, "task", Task)
     integer(epochs, "epochs", minimum=1)
     boolean(reset_optimizer, "reset_optimizer")
+    if data is not None:
+        instance(data, "data", tf.data.Dataset, "a tf.data.Dataset")
     learner.compile_for_tasks(learning_rate, steps_per_execution)
     if reset_optimizer:
         learner.reset_optimizer()
-    data = task.dataset("train", batch_size=batch_size, seed=seed)
+    if units is not None or task.units is not None or learner._units is not None:
+        learner.set_units(unit_table(task, num_outputs(learner)) if units is None else units)
+    if data is None:
+        data = task.dataset("train", batch_size=batch_size, seed=seed)
     return learner.fit(data, epochs=epochs, verbose=verbose, callbacks=list(callbacks), shuffle=False)
+
+
+def unit_table(task: Task, outputs: int, others: dict | None = None) -> np.ndarray:
+    """Which output units are active for an example of each label while training on ``task``.
+
+    Every label trains on ``task``'s :attr:`~ewcbook.data.Task.units`, except a
+    label of ``others`` (``{label: units}``, e.g. replayed examples of earlier
+    tasks) that lies outside them: it trains on its own units. So a replayed
+    digit of a task-incremental task is read at its own head, and a replayed
+    class-incremental digit, already among the classes seen so far, with them.
+
+    Returns:
+        A boolean array ``(outputs, outputs)``: row ``c`` for label ``c``.
+    """
+    instance(task, "task", Task)
+    current = units_mask(task.units, outputs)
+    table = np.tile(current, (outputs, 1))
+    for label, units in (others or {}).items():
+        if not current[label]:
+            table[label] = units_mask(units, outputs)
+    return table

@@ -20,10 +20,10 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "ewcbook"
 LAYERS = [
     ["checks"],
     ["utils", "data", "models", "optimizers"],
-    ["fisher", "penalties", "evaluation", "stats"],
+    ["fisher", "penalties", "distillation", "evaluation", "stats"],
     ["callbacks"],
     ["training"],
-    ["protocol", "copies", "kfac"],
+    ["protocol", "replay", "copies", "kfac"],
     ["state"],
     ["__init__"],
     ["__main__"],

@@ -205,7 +205,7 @@ def test_traced_functions_are_reused_and_do_not_keep_models_alive(method):
     eb.diagonal_fisher(model, (x, y), algorithm=method)
     eb.diagonal_fisher(model, (x[:5], y[:5]), algorithm=method, batch_size=2)
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-    traced = eb.fisher.traced(model, (method, "sampled"), None, dataset)  # the cached function of that signature
+    traced = eb.fisher.traced(model, (method, "sampled", None), None, dataset)  # the cached function of that signature
     assert traced.experimental_get_tracing_count() == 1, "one trace serves every call"
     ref = weakref.ref(model)
     del model

@@ -98,7 +98,9 @@ def test_consolidation_takes_tasks_into_one_penalty():
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda t: eb.Consolidation("si"), ValueError, "method"),
+        (lambda t: eb.Consolidation("mas"), ValueError, "method"),
+        (lambda t: eb.Consolidation("si", 1.0, damping=0.0), ValueError, "damping"),
+        (lambda t: eb.Consolidation("lwf", 1.0, temperature=-1.0), ValueError, "temperature"),
         (lambda t: eb.Consolidation("l2", -1.0), ValueError, "strength"),
         (lambda t: eb.Consolidation("online_ewc", 1.0, gamma=0.0), ValueError, "gamma"),
         (lambda t: eb.Consolidation("ewc", 1.0, estimator="fisher"), ValueError, "estimator"),

@@ -1,0 +1,110 @@
+"""Learning without forgetting (Li & Hoiem 2016): keep the old model's answers, not its weights.
+
+Where EWC anchors the weights, LwF anchors the function: while a new task
+trains, the network's outputs on the *new task's* inputs are pulled towards
+those of the network as it was before the task, through a distillation loss
+(Hinton et al. 2015) on the output units of the earlier tasks:
+
+    Ω(θ) = λ · T² · mean over the batch of Σ_h KL( softmax(z_old,h / T) ‖ softmax(z_h / T) )
+
+for every head h (a slice of the logits: each earlier task's own units in
+task-incremental learning, the units of every class seen so far in
+class-incremental learning, the one shared output in domain-incremental
+learning), z_old the old network's logits, T the temperature. The T² keeps
+the gradient's scale independent of T. No old data is needed, only a copy of
+the old network.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ewcbook.checks import check_model, real
+from ewcbook.models import network_of, num_outputs
+
+
+class LwF:
+    """The distillation penalty of learning without forgetting.
+
+    Args:
+        model: the model right after training on a task (its network is
+            copied: the teacher).
+        strength: λ, the weight of the distillation loss against the task's
+            loss (a finite float >= 0).
+        heads: the output slices ``(start, stop)`` to distil, each a softmax
+            of its own; ``None``: one head over every output.
+        temperature: T > 0.
+
+    Called by :class:`ewcbook.training.ContinualModel` with each batch's
+    inputs and logits (``uses_batch``). :meth:`consolidate` makes the current
+    network the teacher after a later task.
+    """
+
+    kind = "lwf"
+    uses_batch = True
+
+    def __init__(self, model: keras.Model, strength: float, heads=None, temperature: float = 2.0):
+        network = network_of(check_model(model))
+        self.variables = list(network.trainable_variables)
+        self.strength = real(strength, "strength", low=0.0)
+        self.temperature = real(temperature, "temperature", low=0.0, open_low=True)
+        self.heads = check_heads(heads, num_outputs(network))
+        self.teacher = keras.models.clone_model(network)
+        self.teacher.trainable = False
+        self.teacher.set_weights(network.get_weights())
+        self._network = network
+        self.task_count = 1
+
+    def __call__(self, x, logits) -> tf.Tensor:
+        old = tf.stop_gradient(self.teacher(x, training=False))
+        t = self.temperature
+        total = 0.0
+        for start, stop in self.heads:
+            target = tf.nn.softmax(old[:, start:stop] / t)
+            log_target = tf.nn.log_softmax(old[:, start:stop] / t)
+            log_pred = tf.nn.log_softmax(logits[:, start:stop] / t)
+            total += tf.reduce_mean(tf.reduce_sum(target * (log_target - log_pred), axis=-1))
+        return self.strength * t**2 * total
+
+    def consolidate(self, heads=None) -> None:
+        """Make the current network the teacher, distilling ``heads`` (``None``: keep the heads)."""
+        if heads is not None:
+            self.heads = check_heads(heads, num_outputs(self._network))
+        self.teacher.set_weights(self._network.get_weights())
+        self.task_count += 1
+
+    # --- saving (see ewcbook.state) ---
+    def get_config(self) -> dict:
+        return {"strength": self.strength, "temperature": self.temperature, "heads": [list(h) for h in self.heads],
+                "task_count": self.task_count}
+
+    def state_arrays(self) -> dict:
+        return {f"teacher_{k}": w for k, w in enumerate(self.teacher.get_weights())}
+
+    @classmethod
+    def from_state(cls, model, config: dict, arrays: dict):
+        penalty = cls(model, config["strength"], [tuple(h) for h in config["heads"]], config["temperature"])
+        penalty.teacher.set_weights([arrays[f"teacher_{k}"] for k in range(len(penalty.teacher.weights))])
+        penalty.task_count = int(config["task_count"])
+        return penalty
+
+    def __repr__(self) -> str:
+        return f"LwF(strength={self.strength:g}, temperature={self.temperature:g}, heads={self.heads})"
+
+
+def check_heads(heads, outputs: int) -> list[tuple[int, int]]:
+    """``heads`` as a list of ``(start, stop)`` slices within ``outputs`` logits (``None``: one over all)."""
+    if heads is None:
+        return [(0, outputs)]
+    if not isinstance(heads, (list, tuple)) or not heads:
+        raise TypeError(f"heads must be None or a non-empty list of (start, stop) pairs, got {heads!r:.80}")
+    checked = []
+    for head in heads:
+        if (not isinstance(head, (tuple, list)) or len(head) != 2
+                or not all(isinstance(u, (int, np.integer)) for u in head)
+                or not 0 <= head[0] < head[1] <= outputs):
+            raise ValueError(f"heads must be (start, stop) pairs with 0 <= start < stop <= {outputs}, got {head!r}")
+        checked.append((int(head[0]), int(head[1])))
+    return checked
