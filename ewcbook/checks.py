@@ -28,6 +28,20 @@ def integer(value, name: str, *, minimum: int | None = None) -> int:
     return int(value)
 
 
+def units(value, name: str = "units", outputs: int | None = None) -> tuple[int, int] | None:
+    """``None``, or ``value`` as a ``(start, stop)`` pair of ints with 0 <= start < stop (<= ``outputs``)."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or any(
+            not isinstance(u, numbers.Integral) or isinstance(u, bool) for u in value):
+        raise TypeError(f"{name} must be None or a (start, stop) pair of ints, got {value!r:.60}")
+    start, stop = int(value[0]), int(value[1])
+    if not 0 <= start < stop or (outputs is not None and stop > outputs):
+        bound = "" if outputs is None else f" <= {outputs} outputs"
+        raise ValueError(f"{name} must satisfy 0 <= start < stop{bound}, got {value!r}")
+    return start, stop
+
+
 def optional_integer(value, name: str, *, minimum: int | None = None) -> int | None:
     """``None``, or :func:`integer`."""
     return None if value is None else integer(value, name, minimum=minimum)

@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ewcbook.checks import instance, integer, one_of, optional_integer
+from ewcbook.checks import units as check_units
 
 NUM_PIXELS = 28 * 28
 SPLITS = ("train", "test")
@@ -112,14 +113,8 @@ class Task:
     test_units: tuple[int, int] | None = None
 
     def __post_init__(self):
-        for name in ("units", "test_units"):
-            value = getattr(self, name)
-            if value is not None and not (
-                isinstance(value, tuple) and len(value) == 2 and all(isinstance(u, int) for u in value)
-                and 0 <= value[0] < value[1]
-            ):
-                raise ValueError(f"{name} must be None or a (start, stop) pair of ints with 0 <= start < stop, "
-                                 f"got {value!r}")
+        for name in ("units", "test_units"):  # frozen: set through object.__setattr__, as plain int pairs
+            object.__setattr__(self, name, check_units(getattr(self, name), name))
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The raw ``(images, labels)`` of ``split`` (``"train"`` or ``"test"``)."""

@@ -18,10 +18,10 @@ the old network.
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ewcbook.checks import check_model, real
+from ewcbook.checks import units as check_units
 from ewcbook.models import network_of, num_outputs
 
 
@@ -100,11 +100,9 @@ def check_heads(heads, outputs: int) -> list[tuple[int, int]]:
         return [(0, outputs)]
     if not isinstance(heads, (list, tuple)) or not heads:
         raise TypeError(f"heads must be None or a non-empty list of (start, stop) pairs, got {heads!r:.80}")
-    checked = []
-    for head in heads:
-        if (not isinstance(head, (tuple, list)) or len(head) != 2
-                or not all(isinstance(u, (int, np.integer)) for u in head)
-                or not 0 <= head[0] < head[1] <= outputs):
-            raise ValueError(f"heads must be (start, stop) pairs with 0 <= start < stop <= {outputs}, got {head!r}")
-        checked.append((int(head[0]), int(head[1])))
+    if all(isinstance(h, int) for h in heads):
+        raise TypeError(f"heads must be a list of (start, stop) pairs, got one pair {heads!r}: use [{heads!r}]")
+    checked = [check_units(head, "heads (each head)", outputs) for head in heads]
+    if None in checked:
+        raise TypeError("heads must be (start, stop) pairs, got None among them")
     return checked

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook.checks import integer, real
+from ewcbook.checks import units as check_units
 
 #: The logit given to an inactive output unit: its softmax probability is 0 in float32.
 MASKED_LOGIT = -1e9
@@ -69,10 +70,9 @@ def num_outputs(model: keras.Model) -> int | None:
 
 def units_mask(units: tuple[int, int] | None, outputs: int) -> np.ndarray:
     """A boolean mask over ``outputs`` logits, True on ``units = (start, stop)`` (everywhere for ``None``)."""
+    units = check_units(units, "units", outputs)
     mask = np.ones(outputs, bool)
     if units is not None:
-        if units[1] > outputs:
-            raise ValueError(f"units {units} reach beyond the network's {outputs} outputs")
         mask[:] = False
         mask[units[0] : units[1]] = True
     return mask

@@ -39,6 +39,8 @@ same way, so training on N replicas takes the same steps as on one device.
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -48,6 +50,25 @@ from ewcbook.checks import boolean, instance, integer, real
 from ewcbook.data import Task
 from ewcbook.models import num_outputs, restrict_logits, units_mask
 from ewcbook.optimizers import FusedAdam
+
+_STEP = threading.local()  # the gradients the optimizer was handed in the step being traced, per thread
+
+
+def _watch_gradients(optimizer) -> None:
+    """Let ``optimizer.apply_gradients`` note the gradients it is handed (in :data:`_STEP`, while
+    a step of a learner with a ``track_step`` penalty is traced); once per optimizer."""
+    if getattr(optimizer, "_ewcbook_watched", False):
+        return
+    apply = optimizer.apply_gradients
+
+    def apply_and_note(grads_and_vars, *args, **kwargs):
+        grads_and_vars = list(grads_and_vars)
+        if getattr(_STEP, "watching", False):
+            _STEP.gradients = [g for g, _ in grads_and_vars]
+        return apply(grads_and_vars, *args, **kwargs)
+
+    optimizer.apply_gradients = apply_and_note
+    optimizer._ewcbook_watched = True
 
 
 class _Units:
@@ -117,9 +138,9 @@ class ContinualModel(keras.Model):
             return
         table = np.asarray(table)
         outputs = num_outputs(self)
-        if table.dtype != bool or table.ndim != 2 or table.shape[1] != outputs or not table.any(axis=1).all():
-            raise ValueError(f"table must be a boolean array (labels, {outputs} outputs) with an active unit in "
-                             f"every row, got {table.dtype} of shape {table.shape}")
+        if table.dtype != bool or table.shape != (outputs, outputs) or not table.any(axis=1).all():
+            raise ValueError(f"table must be a boolean array ({outputs} labels, {outputs} outputs) with an active "
+                             f"unit in every row, got {table.dtype} of shape {table.shape}")
         if self._units is None or self._units.table.shape != table.shape:
             self._units = _Units(table)
             self.train_function = self.test_function = None
@@ -129,26 +150,22 @@ class ContinualModel(keras.Model):
     def call(self, x, training=False):
         return self.network(x, training=training)
 
+    def _trackers(self) -> list:
+        return [p for p in self._penalties if callable(getattr(p, "track_step", None))]
+
     def train_step(self, data):
-        trackers = [p for p in self._penalties if callable(getattr(p, "track_step", None))]
+        trackers = self._trackers()
         if not trackers:
             return super().train_step(data)
+        _watch_gradients(self.optimizer)
         before = [tf.identity(v) for v in self.trainable_variables]
-        applied = {}
-        apply = self.optimizer.apply_gradients
-
-        def apply_and_keep(grads_and_vars, *args, **kwargs):  # what Keras' step hands the optimizer
-            grads_and_vars = list(grads_and_vars)
-            applied["gradients"] = [g for g, _ in grads_and_vars]
-            return apply(grads_and_vars, *args, **kwargs)
-
-        self.optimizer.apply_gradients = apply_and_keep  # only while this step is traced
+        _STEP.gradients, _STEP.watching = None, True  # per thread: replicas are traced in threads of their own
         try:
             logs = super().train_step(data)
         finally:
-            del self.optimizer.apply_gradients
+            _STEP.watching = False
         for tracker in trackers:
-            tracker.track_step(applied["gradients"], before)
+            tracker.track_step(_STEP.gradients, before)
         return logs
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
@@ -172,6 +189,8 @@ class ContinualModel(keras.Model):
         return loss + penalty / replicas
 
     def fit(self, *args, callbacks=None, **kwargs):
+        if self._trackers():
+            _watch_gradients(self.optimizer)  # here, in the main thread, before any replica traces a step
         callbacks = list(callbacks or []) + [StopOnNonFiniteLoss()]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
