@@ -50,8 +50,15 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook.checks import check_data, check_labels, check_model, integer, one_of, optional_integer
-from ewcbook.models import (dense_layers, dense_stack, layer_variables, network_of, num_outputs, restrict_logits,
-                            units_mask)
+from ewcbook.models import (
+    dense_layers,
+    dense_stack,
+    layer_variables,
+    network_of,
+    num_outputs,
+    restrict_logits,
+    units_mask,
+)
 
 ESTIMATORS = ("sampled", "exact", "empirical")
 ALIASES = {"true": "sampled"}  # the book's first name for the sampled estimator

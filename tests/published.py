@@ -59,8 +59,10 @@ RULES = [
     # noise-dominated quantities: errors of estimators from few samples, spreads over seeds, terms whose
     # expectation is zero (their value is mostly the noise of the particular trained weights)
     (r"error|_err\b|_err_|cross|share_sampling|_std|spread_|_sd\b", "number", 0.01, 0.5),
+    # a strength chosen from a grid whose steps are a factor of 100 apart (chapter 8): one step either way
+    (r"^ch8_strength_", "log", 100.0, None),
     # accuracies, means of accuracies, and differences or intervals of them (fractions of 5,000-10,000 images)
-    (r"acc|mean|forgetting|transfer|bwt|intransigence|drop|gap|_diff|delta|_ci|interval|margin|chance|majority",
+    (r"acc|fraction|mean|forgetting|transfer|bwt|intransigence|drop|gap|_diff|delta|_ci|interval|margin|chance|majority",
      "number", 0.04, 0.0),
     # everything else computed from trained weights: Fisher values, distances, ratios, correlations, losses
     (r".", "number", 1e-6, 0.10),
@@ -72,6 +74,7 @@ VERDICT_INTERVALS = [
     (r"^(ch5_.*)_(?:verdict|kind)$", r"\1_low", r"\1_high"),
     (r"^ch6_verdict_(.*)$", r"ch6_diff_\1_low", r"ch6_diff_\1_high"),
     (r"^ch7_verdict$", "ch7_diff_low", "ch7_diff_high"),
+    (r"^ch8_verdict_(.*)$", r"ch8_diff_\1_low", r"ch8_diff_\1_high"),
 ]
 
 

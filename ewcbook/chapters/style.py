@@ -17,6 +17,10 @@ METHOD_STYLE = {
     "ewc_eps": ("#17becf", "EWC (F + ε)"),
     "online_ewc": ("#9467bd", "online EWC"),
     "kfac": ("#8c564b", "K-FAC EWC"),
+    "si": ("#bcbd22", "SI"),
+    "lwf": ("#8c6d31", "LwF"),
+    "replay": ("#393b79", "replay"),
+    "ewc_replay": ("#74c476", "EWC + replay"),
     "laplace": ("#e377c2", "full Laplace (full Fisher)"),
     "post": ("#ff7f0e", "the post's code"),
 }
