@@ -54,7 +54,8 @@ def chosen_strengths(path: pathlib.Path) -> dict:
             name = out.get("metadata", {}).get("scrapbook", {}).get("name", "")
             if name.startswith("ch8_strength_"):
                 scenario, learner = name[len("ch8_strength_"):].split("_", 1)
-                strengths[(scenario, learner)] = float(ast.literal_eval(out["data"]["text/plain"]))
+                text = next(v for k, v in out["data"].items() if k.endswith("text/plain"))  # myst-nb's glue mime type
+                strengths[(scenario, learner)] = float(ast.literal_eval(text))
     return strengths
 
 
