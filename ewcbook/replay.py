@@ -110,11 +110,30 @@ class ReplayMemory:
         """The active-unit table for ``task`` trained with this memory (:func:`ewcbook.training.unit_table`)."""
         return unit_table(task, outputs, self.units)
 
-    # --- saving: the memory is data, kept with np.savez by its owner ---
+    # --- saving (see ewcbook.state): the memory belongs to no weights, so it loads into any model ---
+    kind = "replay_memory"
+    variables = ()
+
+    def get_config(self) -> dict:
+        return {"per_class": self.per_class, "seed": self.seed, "tasks": self.tasks}
+
     def state_arrays(self) -> dict:
+        if not len(self):
+            return {}
         units = [[k, *(v if v is not None else (-1, -1))] for k, v in sorted(self.units.items())]
-        return {"images": self.images, "labels": self.labels, "units": np.array(units, np.int64).reshape(-1, 3),
-                "settings": np.array([self.per_class, self.seed, self.tasks], np.int64)}
+        return {"images": self.images, "labels": self.labels, "units": np.array(units, np.int64).reshape(-1, 3)}
+
+    @classmethod
+    def from_state(cls, model, config: dict, arrays: dict):
+        memory = cls(config["per_class"], config["seed"])
+        memory.tasks = int(config["tasks"])
+        if "images" in arrays:
+            memory.images, memory.labels = arrays["images"], arrays["labels"]
+            memory.units = {int(k): None if start < 0 else (int(start), int(stop)) for k, start, stop in arrays["units"]}
+        return memory
+
+    def __repr__(self) -> str:
+        return f"ReplayMemory(per_class={self.per_class}, examples={len(self)}, tasks={self.tasks})"
 
 
 class Replay:

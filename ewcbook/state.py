@@ -6,7 +6,9 @@ kind and settings (JSON), its arrays (anchors, importances, ...), and the
 names and shapes of the variables they belong to. It is written to a
 temporary file and renamed, so a crash never leaves half a file behind.
 
-A penalty can be saved if it provides ``kind``, ``variables``,
+Replay's :class:`~ewcbook.replay.ReplayMemory` saves the same way, beside the
+penalties or alone (its images are data, not weights: it loads into any
+model). A penalty can be saved if it provides ``kind``, ``variables``,
 ``get_config()``, ``state_arrays()`` and a class method
 ``from_state(model, config, arrays)``, as the penalties of :data:`PENALTIES`
 do; :func:`load_state` finds the class by ``kind`` in :data:`PENALTIES`, or in
@@ -27,11 +29,14 @@ from ewcbook.checks import instance
 from ewcbook.distillation import LwF
 from ewcbook.kfac import KroneckerEWC
 from ewcbook.penalties import EWC, L2Anchor, OnlineEWC, SynapticIntelligence
+from ewcbook.replay import ReplayMemory
 
 FORMAT = "ewcbook-consolidation-2"
 
-#: kind -> class of every penalty of the library that can be saved.
-PENALTIES = {cls.kind: cls for cls in (L2Anchor, EWC, OnlineEWC, SynapticIntelligence, LwF, KroneckerEWC)}
+#: kind -> class of everything of the library that can be saved: the penalties, and replay's memory
+#: (which belongs to no weights: it loads into any model).
+PENALTIES = {cls.kind: cls for cls in (L2Anchor, EWC, OnlineEWC, SynapticIntelligence, LwF, KroneckerEWC,
+                                       ReplayMemory)}
 
 
 def save_state(path, penalties) -> None:
@@ -101,7 +106,7 @@ def load_state(path, model: keras.Model, *, custom_penalties: dict | None = None
     current = [[v.path, list(v.shape)] for v in model.trainable_variables]
     penalties = []
     for i, m in enumerate(meta["penalties"]):
-        if m["variables"] != current:
+        if m["variables"] and m["variables"] != current:
             raise ValueError(
                 f"model {model.name!r} does not match the saved state: its trainable variables are "
                 f"{current}, the file's are {m['variables']} (build the model the same way, with the same layer names)"

@@ -187,3 +187,22 @@ def test_replay_in_a_sequence_trains_on_mixed_batches_and_remembers_every_earlie
             np.testing.assert_array_equal(np.flatnonzero(units[label]), [2 * head, 2 * head + 1])
     assert [p.kind for p in result.learner.penalties] == ["si"]
     assert np.all(np.isfinite(result.R[np.tril_indices(3)]))
+
+
+def test_the_memory_saves_and_loads_with_the_penalties(tmp_path):
+    """save_state keeps a replay memory beside a penalty; it loads into any model (it belongs to no weights)."""
+    memory = eb.ReplayMemory(per_class=3, seed=4)
+    for task in eb.split_mnist_tasks("task", limit=60)[:2]:
+        memory.add(task)
+    model = eb.ContinualModel(eb.mlp(10, (8,)))
+    penalty = eb.L2Anchor(model, 1.0)
+    eb.save_state(tmp_path / "state.npz", [penalty, memory])
+    loaded_penalty, loaded = eb.load_state(tmp_path / "state.npz", eb.ContinualModel(eb.mlp(10, (8,))))
+    assert isinstance(loaded_penalty, eb.L2Anchor) and isinstance(loaded, eb.ReplayMemory)
+    np.testing.assert_array_equal(loaded.images, memory.images)
+    np.testing.assert_array_equal(loaded.labels, memory.labels)
+    assert loaded.units == memory.units == {0: (0, 2), 1: (0, 2), 2: (2, 4), 3: (2, 4)}
+    assert (loaded.per_class, loaded.seed, loaded.tasks) == (3, 4, 2)
+    eb.save_state(tmp_path / "empty.npz", eb.ReplayMemory(per_class=2))
+    (empty,) = eb.load_state(tmp_path / "empty.npz", eb.mlp(3, (4,)))
+    assert len(empty) == 0 and empty.tasks == 0
