@@ -129,7 +129,8 @@ class ReplayMemory:
         memory.tasks = int(config["tasks"])
         if "images" in arrays:
             memory.images, memory.labels = arrays["images"], arrays["labels"]
-            memory.units = {int(k): None if start < 0 else (int(start), int(stop)) for k, start, stop in arrays["units"]}
+            memory.units = {int(k): None if start < 0 else (int(start), int(stop))
+                            for k, start, stop in arrays["units"]}
         return memory
 
     def __repr__(self) -> str:
