@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import multiprocessing
 
 import matplotlib.pyplot as plt
@@ -122,6 +123,7 @@ def run(job: tuple) -> list[float]:
 
 def _start_worker():
     tf.config.experimental.enable_op_determinism()
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices from the workers
 
 
 def run_all(jobs, workers: int = 1) -> list[list[float]]:
