@@ -61,11 +61,12 @@ class LwF:
         old = tf.stop_gradient(self.teacher(x, training=False))
         t = self.temperature
         total = 0.0
-        for start, stop in self.heads:
+        for start, stop in self.heads:  # KL(teacher ‖ student) per head
             target = tf.nn.softmax(old[:, start:stop] / t)
             log_target = tf.nn.log_softmax(old[:, start:stop] / t)
             log_pred = tf.nn.log_softmax(logits[:, start:stop] / t)
-            total += tf.reduce_mean(tf.reduce_sum(target * (log_target - log_pred), axis=-1))
+            kl = target * (log_target - log_pred)
+            total += tf.reduce_mean(tf.reduce_sum(kl, axis=-1))
         return self.strength * t**2 * total
 
     def consolidate(self, heads=None) -> None:

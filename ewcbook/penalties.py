@@ -280,22 +280,26 @@ class SynapticIntelligence(Penalty):
         self.task_count = 0
 
     def track_step(self, gradients, before) -> None:
-        """Add one step to the path integral: ω ← ω − g · (θ − θ_before)."""
+        """One step of the path integral: ω ← ω − g · (θ − θ_before)."""
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+            sum_ = tf.distribute.ReduceOp.SUM  # the step all replicas take
+            gradients = context.all_reduce(sum_, gradients)
         for path, g, b, v in zip(self.path, gradients, before, self.variables):
-            path.assign_add(-tf.convert_to_tensor(g) * (tf.convert_to_tensor(v) - b))
+            step = tf.convert_to_tensor(v) - b
+            path.assign_add(-tf.convert_to_tensor(g) * step)
 
     def consolidate(self) -> None:
-        """End the task: Ω ← Ω + max(ω, 0) / (Δ² + ξ), anchor and path start at the current weights, ω ← 0."""
-        for omega, path, start, anchor, v in zip(self.importance, self.path, self.start, self.anchors,
-                                                 self.variables):
-            moved = v.numpy() - start.numpy()
-            omega.assign(omega.numpy() + np.maximum(path.numpy(), 0.0) / (moved**2 + self.damping))
-            anchor.assign(v.numpy())
-            start.assign(v.numpy())
-            path.assign(tf.zeros(path.shape))
+        """End the task: Ω ← Ω + max(ω, 0) / (Δ² + ξ); anchor and path
+        start at the current weights; ω ← 0."""
+        for k, v in enumerate(self.variables):
+            theta = v.numpy()
+            moved = theta - self.start[k].numpy()  # Δ over the task
+            omega = np.maximum(self.path[k].numpy(), 0.0)
+            self.importance[k].assign_add(omega / (moved**2 + self.damping))
+            self.anchors[k].assign(theta)
+            self.start[k].assign(theta)
+            self.path[k].assign(tf.zeros(v.shape))
         self.task_count += 1
 
     def get_config(self) -> dict:

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import logging
 import multiprocessing
+import os
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -137,8 +138,16 @@ def run_all(jobs, workers: int = 1) -> list[list[float]]:
     if workers == 1 or len(jobs) < 2:
         return [run(job) for job in jobs]
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
-        return list(pool.map(run, jobs))
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # the workers inherit it: no start-up log of theirs on the page
+    try:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
+            return list(pool.map(run, jobs))
+    finally:
+        if level is None:
+            del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
 
 
 def runs(data: Data, names, strengths: dict, *, seeds, protocol: Protocol, scenarios=SCENARIOS,
@@ -244,7 +253,7 @@ def results_figure(rows, names, scenarios=SCENARIOS):
             mean, low, high = summary(rows, scenario, name)
             ax.errorbar(k, mean, yerr=[[mean - low], [high - mean]], fmt="o", color=style.color(name),
                         capsize=3, markersize=6)
-        ax.axhline(0.2 if scenario == "class" else 0.5, color="0.6", lw=0.8, ls=":")  # chance
+        ax.axhline(0.1 if scenario == "class" else 0.5, color="0.6", lw=0.8, ls=":")  # chance
         ax.set_xticks(range(len(names)), [style.label(n) for n in names], rotation=60, ha="right", fontsize=9)
         ax.set_title(SCENARIO_NAMES[scenario])
         ax.set_ylim(0, 1.02)
@@ -266,13 +275,14 @@ def confusion(learner, tasks) -> np.ndarray:
 
 def confusion_figure(matrices: dict):
     """One confusion matrix per learner (``{name: matrix}``), side by side."""
-    fig, axes = plt.subplots(1, len(matrices), figsize=(3.3 * len(matrices), 3.4))
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 * len(matrices) + 1.0, 3.4), sharey=True,
+                             layout="constrained")
     for ax, (name, m) in zip(np.atleast_1d(axes), matrices.items()):
         image = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
-        ax.set(title=style.label(name), xlabel="predicted digit", ylabel="true digit",
-               xticks=range(len(m)), yticks=range(len(m)))
+        ax.set(title=style.label(name), xlabel="predicted digit", xticks=range(len(m)), yticks=range(len(m)))
         ax.grid(False)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true digit")
+    np.atleast_1d(axes)[0].set_ylabel("true digit")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="share of the true digit")
     return fig
 
 
