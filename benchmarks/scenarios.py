@@ -10,7 +10,7 @@ SI at the coefficients Hsu et al. give for this benchmark, read in our units
 reads: ``book/08_reference_budget.json``.
 
     TFDS_DATA_DIR=... python benchmarks/scenarios.py [--epochs 4] [--seeds 3] [--out book/08_reference_budget.json]
-    TFDS_DATA_DIR=... python benchmarks/scenarios.py --smoke --out smoke.json        # seconds: the tests. check
+    TFDS_DATA_DIR=... python benchmarks/scenarios.py --smoke --out smoke.json   # seconds: the tests' check
 """
 
 from __future__ import annotations
