@@ -121,6 +121,12 @@ class Task:
         one_of(split, "split", SPLITS)
         return (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
 
+    def shown(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``images`` (N, 28, 28, 1) as this task shows them: its permutation applied, if it has one."""
+        if self.permutation is None:
+            return images
+        return images.reshape(len(images), -1)[:, self.permutation].reshape(images.shape)
+
     def pixel_order(self) -> np.ndarray:
         """The task's permutation of the 784 pixels (the identity when it has none)."""
         return np.arange(NUM_PIXELS) if self.permutation is None else self.permutation
@@ -322,18 +328,15 @@ def joint(tasks: list[Task], name: str = "joint", *, separate_labels: bool = Fal
     sizes = [t.num_classes if separate_labels else 0 for t in tasks]
     offsets = [sum(sizes[:k]) for k in range(len(tasks))]
 
-    def images(task, x):
-        return x if task.permutation is None else x.reshape(len(x), -1)[:, task.permutation].reshape(x.shape)
-
     def labels(y, offset):
         return y if offset == 0 else (y + offset).astype(y.dtype)
 
     cat = np.concatenate
     return Task(
         name,
-        cat([images(t, t.x_train) for t in tasks]),
+        cat([t.shown(t.x_train) for t in tasks]),
         cat([labels(t.y_train, k) for t, k in zip(tasks, offsets)]),
-        cat([images(t, t.x_test) for t in tasks]),
+        cat([t.shown(t.x_test) for t in tasks]),
         cat([labels(t.y_test, k) for t, k in zip(tasks, offsets)]),
         num_classes=sum(sizes) if separate_labels else tasks[0].num_classes,
         per_batch=any(t.permutation is not None for t in tasks),

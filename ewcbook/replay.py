@@ -60,8 +60,7 @@ class ReplayMemory:
             keep.append(np.sort(rng.choice(where, self.per_class, replace=False)))
             self.units[int(label)] = task.units
         keep = np.concatenate(keep)
-        images = x[keep] if task.permutation is None else (
-            x[keep].reshape(len(keep), -1)[:, task.permutation].reshape(x[keep].shape))
+        images = task.shown(x[keep])
         self.images = images if self.images is None else np.concatenate([self.images, images])
         self.labels = y[keep] if self.labels is None else np.concatenate([self.labels, y[keep]])
         self.tasks += 1
