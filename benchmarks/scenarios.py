@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     result = {
-        "command": "python benchmarks/scenarios.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python benchmarks/scenarios.py", *(argv if argv is not None else sys.argv[1:])]),
         "commit": commit,
         "epochs": protocol.epochs,
         "seeds": seeds,
