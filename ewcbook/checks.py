@@ -147,6 +147,12 @@ def check_data(data, network: keras.Model, batch_size: int) -> tf.data.Dataset:
 def check_labels(y, outputs: int | None) -> None:
     """Refuse labels that are not class indices in [0, ``outputs``), naming ``data``."""
     labels = np.asarray(y)
+    if labels.dtype.kind not in "iub" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+        sample = labels[labels != np.round(labels)][:3] if labels.dtype.kind == "f" else labels.ravel()[:3]
+        raise ValueError(
+            "data's labels must be integer class indices (estimator='empirical' uses them), got "
+            f"{labels.dtype} labels such as {sample.tolist()}"
+        )
     if labels.size and (labels.min() < 0 or (outputs is not None and labels.max() >= outputs)):
         raise ValueError(
             f"data's labels must be class indices in [0, {outputs}) for the model's {outputs} outputs "

@@ -60,6 +60,8 @@ def save_state(path, penalties) -> None:
         arrays.update({f"p{i}/{name}": np.asarray(value) for name, value in p.state_arrays().items()})
     arrays["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"path {path!r} is in a folder that does not exist ({folder}); create it first")
     fd, tmp = tempfile.mkstemp(suffix=".npz", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

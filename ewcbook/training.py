@@ -267,6 +267,11 @@ def fit_task(
     every later task reuses the traced training step.
     """
     instance(learner, "learner", ContinualModel)
+    if isinstance(task, tf.data.Dataset):
+        raise TypeError(
+            "task must be an ewcbook Task (e.g. from eb.split_mnist()), got a tf.data.Dataset; to train on your own "
+            "batches, call learner.fit(dataset) after learner.compile(...), or pass them as data= beside a Task"
+        )
     instance(task, "task", Task)
     integer(epochs, "epochs", minimum=1)
     boolean(reset_optimizer, "reset_optimizer")

@@ -184,6 +184,9 @@ def test_unbatched_images_wrong_shapes_and_bad_labels_name_data():
         eb.diagonal_fisher(network, (images, labels + 3), estimator="empirical")
     with pytest.raises(ValueError, match="labels"):
         eb.diagonal_fisher(eb.ContinualModel(network), (images, labels - 1), estimator="empirical")
+    with pytest.raises(ValueError, match=r"integer class indices.*float64 labels such as \[0.5, 1.5"):
+        eb.diagonal_fisher(network, (images, labels + 0.5), estimator="empirical")  # no silent rounding
+    eb.diagonal_fisher(network, (images, labels.astype("float32")), estimator="empirical")  # whole floats: fine
     eb.diagonal_fisher(network, unbatched.batch(3), estimator="empirical")  # batched: fine
 
 

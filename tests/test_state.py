@@ -75,6 +75,10 @@ def test_bad_arguments_are_named(tmp_path):
         eb.save_state(tmp_path / "s.npz", [])
     with pytest.raises(ValueError, match="path"):
         eb.save_state(tmp_path / "s.pkl", penalties)
+    missing = tmp_path / "no such folder" / "s.npz"
+    with pytest.raises(FileNotFoundError, match="no such folder.*does not exist") as info:
+        eb.save_state(missing, penalties)
+    assert "tmp" not in str(info.value).replace(str(tmp_path), "")  # names the path given, not a temporary file
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(ValueError, match="not an ewcbook"):
         eb.load_state(tmp_path / "other.npz", model)

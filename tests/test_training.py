@@ -69,6 +69,9 @@ def test_bad_arguments_are_named():
         eb.mlp(5, dropout=1.0)
     with pytest.raises(ValueError, match="seed"):
         eb.set_seed(-1)
+    batches = tf.data.Dataset.from_tensor_slices((np.zeros((4, 5), "float32"), np.zeros(4, "int64"))).batch(2)
+    with pytest.raises(TypeError, match=r"task must be an ewcbook Task.*got a tf.data.Dataset.*learner.fit"):
+        eb.fit_task(eb.ContinualModel(net), batches, epochs=1)
 
 
 def _task(n=96, seed=0):
