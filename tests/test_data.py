@@ -1,6 +1,9 @@
 """MNIST tasks: the split, the permutations, the input pipeline, the offline error."""
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -176,6 +179,31 @@ def test_offline_without_data_gives_a_clear_message(monkeypatch):
     message = str(info.value)
     assert "TFDS_DATA_DIR" in message and "tfds.load" in message
     assert isinstance(info.value.__cause__, OSError)
+
+
+OFFLINE_SCRIPT = """
+import sys, time
+import ewcbook.data as data
+data.MNIST_URL = "http://127.0.0.1:9/"  # nothing listens there: the machine is offline for MNIST
+start = time.perf_counter()
+try:
+    data.load_mnist("train")
+except data.MNISTUnavailableError as error:
+    print(f"{time.perf_counter() - start:.2f}")
+    print(error)
+"""
+
+
+def test_offline_with_an_empty_data_dir_says_so_within_seconds(tmp_path):
+    """No copy and no network: the message comes before any download attempt (was 208 s of retries)."""
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", OFFLINE_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    seconds, message = run.stdout.split("\n", 1)
+    assert float(seconds) < 10, seconds
+    assert str(tmp_path) in message and "TFDS_DATA_DIR" in message and "tfds.load" in message
+    assert "shared" not in message  # only paths a reader has
+    assert "Dl Completed" not in run.stderr and "Retrying" not in run.stderr  # no download attempted
+    assert not any(tmp_path.iterdir())
 
 
 def test_dataset_yields_float_images_with_int_labels():
