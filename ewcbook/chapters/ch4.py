@@ -14,7 +14,7 @@ Two questions, for a Dense stack such as :func:`ewcbook.models.mlp`:
   that its code changes one after the other.
 
 Both use the same trick as ``diagonal_fisher(algorithm="fast")``, and its
-forward pass (:func:`ewcbook.fisher.dense_forward`): for a Dense layer the
+forward pass (:func:`ewcbook.fisher.layer_forward`): for a Dense layer the
 per-example gradient of the kernel is the outer product of the layer's input
 and the gradient at its output.
 """
@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from ewcbook.chapters.original_post import post_fisher
 from ewcbook.checks import one_of
-from ewcbook.fisher import dense_forward, estimator_targets
+from ewcbook.fisher import estimator_targets, layer_forward
 from ewcbook.models import dense_layers, require_dense_stack
 
 MODES = ("sampled", "empirical", "class_sum")
@@ -38,7 +38,7 @@ def _terms_function(model, mode):
     @tf.function(reduce_retracing=True)
     def terms(x, y, seed):
         with tf.GradientTape() as tape:
-            logits, inputs, outputs = dense_forward(steps, x, tape)
+            logits, inputs, outputs = layer_forward(steps, x, tape)
         probs = tf.nn.softmax(logits)
         if mode == "class_sum":  # the gradient of Σ_c log p(c | x): every class with weight 1
             out = 1.0 - tf.cast(tf.shape(logits)[1], tf.float32) * probs
