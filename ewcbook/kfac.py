@@ -1,8 +1,8 @@
-"""Kronecker-factored curvature for EWC: one full block per Dense layer.
+"""Kronecker-factored curvature for EWC: one full block per Dense, Conv2D or BatchNormalization layer.
 
 The diagonal Fisher of chapters 4 to 6 forgets that a layer's weights act
 together. The Fisher block of one Dense layer, with W̄ the kernel with the
-bias appended as a last row (shape ``(d_in + 1, d_out)``), is
+bias appended as a last row (shape ``(d_in + 1, d_out)``), is::
 
     F_W = E[ vec(ā δᵀ) vec(ā δᵀ)ᵀ ] = E[ (ā āᵀ) ⊗ (δ δᵀ) ]
 
@@ -10,18 +10,51 @@ with ā the layer's input with a 1 appended and δ = ∂ log p(y|x)/∂z the
 gradient at its output z = ā W̄; vec is NumPy's row-major flatten of the
 Keras kernel (the column-stacking vec of the literature swaps the factors).
 K-FAC (Martens & Grosse 2015) assumes activations and output gradients are
-independent, so that the expectation splits:
+independent, so that the expectation splits::
 
     F_W ≈ A ⊗ G,   A = E[ā āᵀ],   G = E[δ δᵀ],
 
 a block of (d_in+1)·d_out squared numbers stored as two small matrices, and
-the EWC penalty of a layer becomes (Ritter, Botev & Barber 2018)
+the EWC penalty of a layer becomes (Ritter, Botev & Barber 2018)::
 
     λ/2 · vec(ΔW̄)ᵀ (A ⊗ G) vec(ΔW̄) = λ/2 · tr(ΔW̄ᵀ A ΔW̄ G),
 
 two matrix products instead of a (d_in+1)·d_out square matrix.
 
-:func:`kronecker_factors` computes A and G for a stack of Dense layers from
+Convolutions: KFC (Grosse & Martens 2016). A Conv2D layer applies one kernel
+at every output position p of the set T of an image's positions. With ā(p)
+the input patch it sees at p (kh·kw·c_in numbers in the kernel's order,
+:func:`ewcbook.fisher.conv_patches`, and a 1 appended for the bias; zero
+padding enters as zeros) and δ(p) the gradient at its output there, the
+kernel reshaped to ``(kh·kw·c_in [+ 1], c_out)`` (bias as a last row) is the
+W̄ above, its per-example gradient is Σ_p ā(p) δ(p)ᵀ and its Fisher block::
+
+    F_W = E[ Σ_p Σ_q (ā(p) ā(q)ᵀ) ⊗ (δ(p) δ(q)ᵀ) ].
+
+KFC assumes that activations are independent of the derivatives (IAD, as
+K-FAC), that the derivatives' statistics are spatially homogeneous
+(E[δ(p) δ(p)ᵀ] the same at every p) and that derivatives at different
+positions are uncorrelated (E[δ(p) δ(q)ᵀ] = 0 for p ≠ q). Then, with the
+normalisation of the paper's equation (23)::
+
+    F_W ≈ Ω ⊗ Γ,   Ω = E[ Σ_p ā(p) ā(p)ᵀ ],   Γ = E[ 1/|T| Σ_p δ(p) δ(p)ᵀ ]:
+
+a sum over positions in the activations' factor, a mean in the derivatives'
+(tensorflow/kfac's ConvKFCBasicFB writes the same as |T| times the product of
+the two means over examples and positions). Only Ω ⊗ Γ enters the penalty;
+the split sets the scales that factored damping sees. With one output
+position (|T| = 1) KFC is K-FAC, and with one example both are exact.
+
+BatchNormalization layers (read in inference mode, :func:`ewcbook.models.layer_steps`)
+get their exact block: per channel c of C, the per-example gradients of
+gamma and beta are Σ_p δ_c(p) x̂_c(p) and Σ_p δ_c(p) (x̂ the normalised
+input), together a vector g of at most 2C numbers, and their Fisher block
+E[g gᵀ] is small enough to keep whole. It is stored as a Kronecker pair like
+the others, A = [[1]] and G = E[g gᵀ], with W̄ the single row [gamma, beta],
+so that penalty, damping, merging (exact here: the A's are all [[1]]) and
+saving need nothing of their own.
+
+:func:`kronecker_factors` computes the factors of every such layer from
 one forward and one backward pass per batch (the walk, labels and batch loop
 of the fast diagonal Fisher, :mod:`ewcbook.fisher`); :class:`KroneckerEWC`
 is the penalty, and :class:`KroneckerConsolidation` the method that
@@ -46,18 +79,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ewcbook.checks import check_model, instance, integer, optional_integer, real
+from ewcbook.checks import check_labels, check_model, instance, integer, optional_integer, real
 from ewcbook.data import Task
 from ewcbook.fisher import (
     accumulate,
     check_estimator,
     check_logits_model,
     checked_data,
-    dense_forward,
+    conv_patches,
     estimator_targets,
+    layer_forward,
+    norm_gradients,
+    per_example_jacobian,
     traced,
 )
-from ewcbook.models import dense_layers, layer_variables, require_dense_stack
+from ewcbook.models import layer_steps, layer_variables, num_outputs, parametric_steps
 
 # --- the factors ------------------------------------------------------------------
 
@@ -71,11 +107,12 @@ def kronecker_factors(
     seed: int | None = None,
     batch_size: int = 1024,
 ) -> list[tuple[tf.Tensor, tf.Tensor]]:
-    """Kronecker factors (A, G) of the Fisher block of every Dense layer.
+    """Kronecker factors (A, G) of the Fisher block of every Dense, Conv2D and BatchNormalization layer.
 
     Args:
-        model: a built stack of Dense layers (Flatten, Dropout and activations
-            allowed in between) that outputs logits, or a
+        model: a built stack of Dense, Conv2D and BatchNormalization layers
+            (:func:`ewcbook.models.layer_steps`: pooling, Flatten, Dropout and
+            activations allowed in between) that outputs logits, or a
             :class:`ewcbook.training.ContinualModel` around one.
         data: a ``tf.data.Dataset`` of ``(x, y)`` batches or a tuple ``(x, y)``
             of arrays with float inputs, as for
@@ -87,15 +124,22 @@ def kronecker_factors(
         batch_size: batch size when ``data`` is a tuple of arrays.
 
     Returns:
-        One pair ``(A, G)`` per Dense layer, in order: A = E[ā āᵀ] of shape
-        ``(d_in + 1, d_in + 1)`` (``(d_in, d_in)`` without a bias), the last
-        row and column belonging to the appended 1; G = E[δ δᵀ] of shape
-        ``(d_out, d_out)``, δ the gradient of log p(y | x) at the layer's
-        output (weighted by p(y | x) over every class for ``"exact"``).
+        One pair ``(A, G)`` per layer with parameters, in order (means over
+        examples; δ the gradient of log p(y | x) at the layer's output,
+        weighted by p(y | x) over every class for ``"exact"``):
+
+        * Dense: A = E[ā āᵀ] of shape ``(d_in + 1, d_in + 1)`` (``(d_in, d_in)``
+          without a bias), the last row and column belonging to the appended 1;
+          G = E[δ δᵀ] of shape ``(d_out, d_out)``.
+        * Conv2D (KFC, see the module): Ω = E[Σ_p ā(p) ā(p)ᵀ] of shape
+          ``(kh·kw·c_in + 1, kh·kw·c_in + 1)`` (without the 1 if no bias) and
+          Γ = E[1/|T| Σ_p δ(p) δ(p)ᵀ] of shape ``(c_out, c_out)``.
+        * BatchNormalization: A = [[1]] and G = E[g gᵀ], g the per-example
+          gradient of gamma then beta (those the layer has), the exact block.
 
     Raises:
         TypeError, ValueError: for any argument that is not as described,
-            naming the argument.
+            naming the argument (and the layer of ``model`` in the way).
 
     Example:
         >>> factors = kronecker_factors(learner, task.dataset("train", shuffle=False))
@@ -103,34 +147,55 @@ def kronecker_factors(
         [((785, 785), (400, 400)), ((401, 401), (400, 400)), ((401, 401), (10, 10))]
     """
     check_logits_model(model)
-    steps = require_dense_stack(model)
+    steps = layer_steps(model)
     estimator = check_estimator(estimator)
     dataset, seed = checked_data(model, data, num_samples, seed, batch_size)
     batch_fn = traced(model, ("kfac", estimator), lambda x, y, s: _factor_batch(steps, x, y, s, estimator), dataset)
-    totals, count = accumulate(dataset, batch_fn, seed=seed, num_samples=num_samples)
+    check = (lambda y: check_labels(y, num_outputs(model))) if estimator == "empirical" else None
+    totals, count = accumulate(dataset, batch_fn, seed=seed, num_samples=num_samples, check=check)
     return [(totals[2 * k] / count, totals[2 * k + 1] / count) for k in range(len(totals) // 2)]
 
 
 def _factor_batch(steps, x, y, seed, estimator):
-    """Σ over the batch of ā āᵀ and of δ δᵀ for every Dense layer: [A_1, G_1, A_2, G_2, ...]."""
-    dense = dense_layers(steps)
+    """Σ over the batch of both factors of every layer with parameters: [A_1, G_1, A_2, G_2, ...]."""
+    layers = parametric_steps(steps)
     with tf.GradientTape(persistent=estimator == "exact") as tape:
-        logits, inputs, outputs = dense_forward(steps, x, tape)
+        logits, inputs, outputs = layer_forward(steps, x, tape)
     probs = tf.nn.softmax(logits)
     targets = estimator_targets(logits, y, seed, estimator)
-    g_sums = [0.0] * len(dense)  # the exact estimator takes one backward pass per class
+    g_sums = [0.0] * len(layers)  # the exact estimator takes one backward pass per class
     for onehot, w in targets:
-        # d log p(y|x) / d logits = onehot(y) - p, pushed back to every Dense output in one pass
+        # d log p(y|x) / d logits = onehot(y) - p, pushed back to every layer's output in one pass
         deltas = tape.gradient(logits, outputs, output_gradients=onehot - probs)
-        for k, d in enumerate(deltas):
-            dw = d if w is None else d * w[:, None]
-            g_sums[k] = g_sums[k] + tf.matmul(dw, d, transpose_a=True)
+        for k, ((kind, layer), a_in, d) in enumerate(zip(layers, inputs, deltas)):
+            g_sums[k] = g_sums[k] + _output_factor_sum(kind, layer, a_in, d, w)
     sums = []
-    for layer, a_in, g in zip(dense, inputs, g_sums):
-        if layer.use_bias:
-            a_in = tf.concat([a_in, tf.ones_like(a_in[:, :1])], axis=1)
-        sums += [tf.matmul(a_in, a_in, transpose_a=True), g]
+    for (kind, layer), a_in, g in zip(layers, inputs, g_sums):
+        sums += [_input_factor_sum(kind, layer, a_in), g]
     return sums
+
+
+def _input_factor_sum(kind, layer, a_in):
+    """Σ over the batch of ā āᵀ (Dense), of Σ_p ā(p) ā(p)ᵀ (Conv2D, ā(p) the patches of its input ``a_in``),
+    or of [[1]] (BatchNormalization)."""
+    if kind == "norm":
+        return tf.fill([1, 1], tf.cast(tf.shape(a_in)[0], a_in.dtype))
+    a_in = conv_patches(layer, a_in) if kind == "conv" else a_in
+    a_in = tf.reshape(a_in, [-1, a_in.shape[-1]])  # a Conv2D layer's every position of every example
+    if layer.use_bias:
+        a_in = tf.concat([a_in, tf.ones_like(a_in[:, :1])], axis=1)
+    return tf.matmul(a_in, a_in, transpose_a=True)
+
+
+def _output_factor_sum(kind, layer, a_in, d, w):
+    """Σ over the batch, weighted by ``w``, of δ δᵀ (Dense), of 1/|T| Σ_p δ(p) δ(p)ᵀ (Conv2D, |T| positions),
+    or of g gᵀ, g the per-example gradient of gamma and beta (BatchNormalization, ``a_in`` its x̂)."""
+    if kind == "norm":
+        d = tf.concat(norm_gradients(layer, a_in, d), axis=1)
+    positions = int(np.prod(d.shape[1:-1]))  # 1 but for a Conv2D layer
+    dw = d if w is None else d * tf.reshape(w, [-1] + [1] * (len(d.shape) - 1))
+    d, dw = tf.reshape(d, [-1, d.shape[-1]]), tf.reshape(dw, [-1, d.shape[-1]])
+    return tf.matmul(dw, d, transpose_a=True) / positions
 
 
 # --- the penalty ------------------------------------------------------------------
@@ -139,14 +204,18 @@ def _factor_batch(steps, x, y, seed, estimator):
 class KroneckerEWC:
     """λ/2 · Σ_layers tr(ΔW̄ᵀ A ΔW̄ G): EWC with a Kronecker-factored Fisher block per layer.
 
-    ΔW̄ is a Dense layer's kernel with its bias appended as a last row, minus
-    the same at the anchor (the weights when the penalty was made).
+    ΔW̄ is a layer's W̄ minus the same at the anchor (the weights when the
+    penalty was made): for a Dense or Conv2D layer its kernel as a
+    ``(d_in, d_out)`` matrix (a Conv2D kernel reshaped to
+    ``(kh·kw·c_in, c_out)``) with its bias appended as a last row, for a
+    BatchNormalization layer the single row [gamma, beta] (module docstring).
 
     Args:
         model: the model right after training on the task (the anchor): a
-            stack of Dense layers, or a ``ContinualModel`` around one.
-        factors: its Kronecker factors, one ``(A, G)`` per Dense layer, e.g.
-            from :func:`kronecker_factors`.
+            stack of Dense, Conv2D and BatchNormalization layers
+            (:func:`ewcbook.models.layer_steps`), or a ``ContinualModel`` around one.
+        factors: its Kronecker factors, one ``(A, G)`` per layer with
+            parameters, e.g. from :func:`kronecker_factors`.
         strength: λ, on the scale of :class:`ewcbook.penalties.EWC` (the
             factors are means over examples, like the diagonal Fisher).
         gamma: decay γ in (0, 1] of older tasks in :meth:`consolidate`.
@@ -165,12 +234,13 @@ class KroneckerEWC:
     kind = "kfac"
 
     def __init__(self, model: keras.Model, factors, strength: float, *, gamma: float = 1.0, damping: float = 0.0):
-        self.layers = _penalised_layers(model)
+        self.steps = _penalised_steps(model)  # (kind, layer) of every layer with parameters
+        self.layers = [layer for _, layer in self.steps]
         self.variables = [v for layer in self.layers for v in layer_variables(layer)]
         self.strength = real(strength, "strength", low=0.0)
         self.gamma = real(gamma, "gamma", low=0.0, high=1.0, open_low=True)
         self.damping = real(damping, "damping", low=0.0)
-        factors = _check_factors(factors, self.layers)
+        factors = _check_factors(factors, self.steps)
         self.anchors = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
         self.factors = [
             (tf.Variable(a, trainable=False), tf.Variable(g, trainable=False)) for a, g in factors
@@ -183,13 +253,10 @@ class KroneckerEWC:
     def __call__(self) -> tf.Tensor:
         total = tf.constant(0.0)
         k = 0
-        for layer, (a, g) in zip(self.layers, self._damped):
-            delta = tf.convert_to_tensor(layer.kernel) - self.anchors[k]
-            k += 1
-            if layer.use_bias:
-                db = tf.convert_to_tensor(layer.bias) - self.anchors[k]
-                delta = tf.concat([delta, db[None, :]], axis=0)
-                k += 1
+        for (kind, layer), (a, g) in zip(self.steps, self._damped):
+            variables = layer_variables(layer)
+            delta = _matrix(kind, [tf.convert_to_tensor(v) - anchor for v, anchor in zip(variables, self.anchors[k:])])
+            k += len(variables)
             total += tf.reduce_sum(tf.matmul(a, delta) * tf.matmul(delta, g))
         return 0.5 * self.strength * total
 
@@ -200,7 +267,7 @@ class KroneckerEWC:
         Kronecker product (:func:`nearest_kronecker`); its relative error is
         appended to :attr:`merge_errors` (one number per layer).
         """
-        factors = _check_factors(factors, self.layers)
+        factors = _check_factors(factors, self.steps)
         errors = []
         for (a, g), (a_new, g_new) in zip(self.factors, factors):
             merged_a, merged_g, error = nearest_kronecker([(self.gamma * a.numpy(), g.numpy()), (a_new, g_new)])
@@ -239,9 +306,7 @@ class KroneckerEWC:
             "gamma": self.gamma,
             "damping": self.damping,
             "task_count": self.task_count,
-            "layers": [
-                [layer.name, [int(d) for d in layer.kernel.shape], bool(layer.use_bias)] for layer in self.layers
-            ],
+            "layers": [_signature(kind, layer) for kind, layer in self.steps],
         }
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -256,19 +321,19 @@ class KroneckerEWC:
         """The penalty saved by :meth:`get_config` and :meth:`state_arrays`, bound to ``model``.
 
         Raises:
-            ValueError: if ``model``'s Dense layers differ from the saved ones, or
-                an array is missing or has the wrong shape.
+            ValueError: if ``model``'s layers with parameters differ from the
+                saved ones, or an array is missing or has the wrong shape.
         """
-        layers = _penalised_layers(model)
-        current = [[layer.name, [int(d) for d in layer.kernel.shape], bool(layer.use_bias)] for layer in layers]
+        steps = _penalised_steps(model)
+        current = [_signature(kind, layer) for kind, layer in steps]
         if current != config.get("layers"):
             raise ValueError(
-                f"model {model.name!r} does not match the saved state: its Dense layers are {current}, "
+                f"model {model.name!r} does not match the saved state: its layers with parameters are {current}, "
                 f"the saved ones {config.get('layers')}"
             )
         try:
-            factors = [(arrays[f"A_{k}"], arrays[f"G_{k}"]) for k in range(len(layers))]
-            anchors = [arrays[f"anchor_{k}"] for k in range(sum(len(layer_variables(lay)) for lay in layers))]
+            factors = [(arrays[f"A_{k}"], arrays[f"G_{k}"]) for k in range(len(steps))]
+            anchors = [arrays[f"anchor_{k}"] for k in range(sum(len(layer_variables(lay)) for _, lay in steps))]
         except KeyError as error:
             raise ValueError(f"arrays lacks {error.args[0]!r}, saved by KroneckerEWC.state_arrays") from None
         penalty = cls(model, factors, config["strength"], gamma=config["gamma"], damping=config["damping"])
@@ -330,25 +395,55 @@ def nearest_kronecker(terms) -> tuple[np.ndarray, np.ndarray, float]:
     return (u * scale).astype(np.float32), (v / scale).astype(np.float32), error
 
 
-def _penalised_layers(model):
-    return dense_layers(require_dense_stack(check_model(model)))
+def _penalised_steps(model):
+    return parametric_steps(layer_steps(check_model(model)))
 
 
-def _check_factors(factors, layers) -> list[tuple[np.ndarray, np.ndarray]]:
+def _matrix(kind, values):
+    """A layer's W̄ from its variables (or their changes) in :func:`ewcbook.models.layer_variables` order:
+    the kernel as a (rows, d_out) matrix with the bias appended as a last row (Dense, Conv2D), or the single
+    row [gamma, beta] (BatchNormalization)."""
+    if kind == "norm":
+        return tf.concat(values, axis=0)[None, :]
+    kernel = tf.reshape(values[0], [-1, values[0].shape[-1]])
+    return tf.concat([kernel, values[1][None, :]], axis=0) if len(values) == 2 else kernel
+
+
+def _matrix_shape(kind, layer) -> tuple[int, int]:
+    """The shape of :func:`_matrix` for ``layer``: A is (rows, rows), G (columns, columns)."""
+    variables = layer_variables(layer)
+    if kind == "norm":
+        return 1, sum(int(v.shape[0]) for v in variables)
+    return int(np.prod(variables[0].shape[:-1])) + len(variables) - 1, int(variables[0].shape[-1])
+
+
+def _signature(kind, layer) -> list:
+    """What :meth:`KroneckerEWC.from_state` compares: the layer's name, the shape of its first variable, and
+    whether a Dense or Conv2D layer has a bias (the format of Dense-only states) or a BatchNormalization
+    layer's variable names."""
+    variables = layer_variables(layer)
+    more = [v.name for v in variables] if kind == "norm" else len(variables) == 2
+    return [layer.name, [int(d) for d in variables[0].shape], more]
+
+
+def _check_factors(factors, steps) -> list[tuple[np.ndarray, np.ndarray]]:
     if not isinstance(factors, (list, tuple)):
-        raise TypeError(f"factors must be a list of (A, G) pairs, one per Dense layer, got {type(factors).__name__}")
-    if len(factors) != len(layers):
-        raise ValueError(f"factors has {len(factors)} pairs but the model has {len(layers)} Dense layers")
+        raise TypeError(
+            f"factors must be a list of (A, G) pairs, one per layer with parameters, got {type(factors).__name__}"
+        )
+    if len(factors) != len(steps):
+        kinds = sorted({type(layer).__name__ for _, layer in steps})
+        kinds = " and ".join([", ".join(kinds[:-1]), kinds[-1]] if len(kinds) > 1 else kinds)
+        raise ValueError(f"factors has {len(factors)} pairs but the model has {len(steps)} {kinds} layers")
     checked = []
-    for pair, layer in zip(factors, layers):
+    for pair, (kind, layer) in zip(factors, steps):
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise TypeError(f"factors must hold (A, G) pairs; the entry for layer {layer.name!r} is not a pair")
         a, g = (np.asarray(m, np.float32) for m in pair)
-        d_in, d_out = layer.kernel.shape
-        rows = d_in + 1 if layer.use_bias else d_in
-        if a.shape != (rows, rows) or g.shape != (d_out, d_out):
+        rows, columns = _matrix_shape(kind, layer)
+        if a.shape != (rows, rows) or g.shape != (columns, columns):
             raise ValueError(
-                f"factors do not match layer {layer.name!r}: A must be {(rows, rows)} and G {(d_out, d_out)}, "
+                f"factors do not match layer {layer.name!r}: A must be {(rows, rows)} and G {(columns, columns)}, "
                 f"got {a.shape} and {g.shape}"
             )
         if not (np.all(np.isfinite(a)) and np.all(np.isfinite(g))):
@@ -402,14 +497,13 @@ def full_fisher(
 
 def _full_batch(model, x, y, seed, estimator):
     """Σ over the batch (and over classes, weighted, for "exact") of g gᵀ, g the whole gradient, in float64."""
-    variables = model.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         log_probs = tf.nn.log_softmax(model(x, training=False))
         targets = estimator_targets(tf.stop_gradient(log_probs), y, seed, estimator)
         picked = [tf.reduce_sum(onehot * log_probs, axis=-1) for onehot, _ in targets]
     total = 0.0
     for target, (_, w) in zip(picked, targets):
-        jac = tape.jacobian(target, variables, experimental_use_pfor=True)  # (batch, *shape) each
+        jac = per_example_jacobian(tape, target, model)  # (batch, *shape) each
         g = tf.concat([tf.reshape(j, [tf.shape(x)[0], -1]) for j in jac], axis=1)
         if w is not None:
             g = g * tf.sqrt(w)[:, None]

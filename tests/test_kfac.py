@@ -309,13 +309,13 @@ def test_bad_arguments_name_the_argument():
         kronecker_factors(model, (x, y), seed="0")
     with pytest.raises(TypeError, match="data"):
         kronecker_factors(model, [x, y])
-    conv = keras.Sequential(
-        [keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(3)]
+    unread = keras.Sequential(  # Conv2D layers are read (tests/test_kfac_conv.py), LayerNormalization is not
+        [keras.Input((4, 4, 1)), keras.layers.LayerNormalization(), keras.layers.Flatten(), keras.layers.Dense(3)]
     )
     with pytest.raises(ValueError, match="model must be a Sequential stack of Dense"):
-        kronecker_factors(conv, (np.zeros((2, 4, 4, 1), "float32"), np.zeros(2, "int64")))
+        kronecker_factors(unread, (np.zeros((2, 4, 4, 1), "float32"), np.zeros(2, "int64")))
     with pytest.raises(ValueError, match="model must be a Sequential stack of Dense"):
-        KroneckerEWC(conv, [], strength=1.0)
+        KroneckerEWC(unread, [], strength=1.0)
     with pytest.raises(ValueError, match="strength"):
         KroneckerEWC(model, factors, strength=-1.0)
     with pytest.raises(TypeError, match="strength"):
