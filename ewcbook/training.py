@@ -4,7 +4,7 @@
 penalties to the loss in Keras' own training step, so ``fit`` keeps its
 progress bar, callbacks and ``History``; the penalty is logged as its own
 metric, ``penalty``. :func:`fit_task` trains it on one task as every
-chapter does (Adam, a fresh optimizer state per task by default).
+chapter does (Adam, a fresh optimizer state per task by default)::
 
     learner = ContinualModel(mlp())
     fit_task(learner, task_a, epochs=6)
@@ -35,6 +35,12 @@ Distribution. Under ``tf.distribute`` (e.g. ``MirroredStrategy``) Keras
 divides each replica's loss by the number of replicas and sums the
 replicas' gradients; the penalty, computed on every replica, is divided the
 same way, so training on N replicas takes the same steps as on one device.
+That holds for ``MultiWorkerMirroredStrategy`` too (a worker's replicas take
+their share of each global batch), with two repairs of Keras 3's ``fit`` on
+several workers here (keras-team/keras#20585: it builds with a batch it
+cannot reduce, and averages a step's scalar logs along an axis they lack).
+Under a strategy, :func:`fit_task` runs one batch per execution unless told
+otherwise (Keras 3 fails with more on several replicas, keras-team/keras#19246).
 """
 
 from __future__ import annotations
@@ -156,7 +162,7 @@ class ContinualModel(keras.Model):
     def train_step(self, data):
         trackers = self._trackers()
         if not trackers:
-            return super().train_step(data)
+            return self._across_workers(super().train_step(data))
         _watch_gradients(self.optimizer)
         before = [tf.identity(v) for v in self.trainable_variables]
         _STEP.gradients, _STEP.watching = None, True  # per thread: replicas are traced in threads of their own
@@ -166,7 +172,19 @@ class ContinualModel(keras.Model):
             _STEP.watching = False
         for tracker in trackers:
             tracker.track_step(_STEP.gradients, before)
-        return logs
+        return self._across_workers(logs)
+
+    def test_step(self, data):
+        return self._across_workers(super().test_step(data))
+
+    def _across_workers(self, logs: dict) -> dict:
+        """A step's logs, each scalar as a vector of one under a strategy spanning several workers: there
+        Keras 3 averages them with ``reduce(MEAN, axis=0)``, which a scalar lacks (keras-team/keras#20585)."""
+        strategy = self.distribute_strategy
+        replicas = strategy.num_replicas_in_sync
+        if replicas == 1 or len(strategy.extended.worker_devices) == replicas:
+            return logs
+        return {k: tf.reshape(v, [1]) if getattr(v, "shape", None) == () else v for k, v in logs.items()}
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if self._units is not None:
@@ -188,30 +206,47 @@ class ContinualModel(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         return loss + penalty / replicas
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a strategy, Keras 3 builds with a first batch it draws from the data and reduces across the
+        # replicas: a pass more over a dataset that reshuffles on each (Task.dataset), so the epochs differ from
+        # one device's, and one that MultiWorkerMirroredStrategy cannot reduce (keras-team/keras#20585). A build
+        # needs only shapes and types: the dataset's element spec.
+        if iterator is not None and self._distribute_strategy is not None:
+            data_batch, iterator = iterator.data_adapter.get_tf_dataset().element_spec, None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def fit(self, *args, callbacks=None, **kwargs):
         if self._trackers():
             _watch_gradients(self.optimizer)  # here, in the main thread, before any replica traces a step
         callbacks = list(callbacks or []) + [StopOnNonFiniteLoss()]
         return super().fit(*args, callbacks=callbacks, **kwargs)
 
-    def compile_for_tasks(self, learning_rate: float = 1e-3, steps_per_execution: int = 32) -> None:
+    def compile_for_tasks(self, learning_rate: float = 1e-3, steps_per_execution: int | None = None) -> None:
         """Compile as :func:`fit_task` trains: :class:`FusedAdam`, sparse categorical
         cross-entropy on logits, accuracy.
 
         Compiles only if the settings changed or the model was compiled otherwise
         since, so the traced training step is reused from task to task.
+        ``steps_per_execution=None`` is 32, or 1 under a ``tf.distribute``
+        strategy (the learner's, or the scope's): above 1, Keras 3 fails under
+        ``MirroredStrategy`` with several replicas (keras-team/keras#19246). The
+        optimizer is made in the learner's strategy's scope, so this (and
+        :func:`fit_task`) may be called outside it.
         """
-        settings = (real(learning_rate, "learning_rate", low=0.0, open_low=True),
-                    integer(steps_per_execution, "steps_per_execution", minimum=1))
-        if self._for_tasks is not None and self._for_tasks[0] == settings and self._for_tasks[1] is self.optimizer:
-            return
-        self.compile(
-            optimizer=FusedAdam(settings[0]),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            steps_per_execution=settings[1],
-        )
-        self.optimizer.build(self.trainable_variables)
+        with self.distribute_strategy.scope():
+            if steps_per_execution is None:
+                steps_per_execution = 1 if tf.distribute.has_strategy() else 32
+            settings = (real(learning_rate, "learning_rate", low=0.0, open_low=True),
+                        integer(steps_per_execution, "steps_per_execution", minimum=1))
+            if self._for_tasks is not None and self._for_tasks[0] == settings and self._for_tasks[1] is self.optimizer:
+                return
+            self.compile(
+                optimizer=FusedAdam(settings[0]),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+                steps_per_execution=settings[1],
+            )
+            self.optimizer.build(self.trainable_variables)
         self._for_tasks = (settings, self.optimizer, [v.numpy() for v in self.optimizer.variables])
 
     @property
@@ -238,7 +273,7 @@ def fit_task(
     seed: int = 0,
     callbacks=(),
     verbose: int = 0,
-    steps_per_execution: int = 32,
+    steps_per_execution: int | None = None,
     reset_optimizer: bool = True,
     data: tf.data.Dataset | None = None,
     units=None,
@@ -254,7 +289,9 @@ def fit_task(
         callbacks, verbose: passed to ``fit``.
         steps_per_execution: batches per call of the traced training step
             (Keras' ``compile`` argument): fewer round trips to Python.
-            Batch-level callbacks run once per execution.
+            Batch-level callbacks run once per execution. ``None``: 32, or 1
+            under a ``tf.distribute`` strategy (see
+            :meth:`ContinualModel.compile_for_tasks`).
         reset_optimizer: ``True`` (default) starts every task with a fresh
             Adam (zero moments, step 0); ``False`` keeps its state from the
             previous task.
