@@ -8,7 +8,7 @@ loss is the *sum* of the copies' losses and penalties, so the gradient of
 copy k's weights is the gradient it would have alone, and Adam, being
 elementwise, moves each copy exactly as it would move alone (up to float
 rounding): every copy sees the same batches in the same order as
-:func:`ewcbook.training.fit_task` with the same ``seed``.
+:func:`ewcbook.training.fit_task` with the same ``seed``. For example::
 
     stacked = train_copies(learner.network, task_b, [(0.0, None), (1.0, None), (100.0, fisher)], epochs=6)
     copy_accuracies(stacked, [task_a, task_b])     # one row per copy

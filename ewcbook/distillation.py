@@ -3,7 +3,7 @@
 Where EWC anchors the weights, LwF anchors the function: while a new task
 trains, the network's outputs on the *new task's* inputs are pulled towards
 those of the network as it was before the task, through a distillation loss
-(Hinton et al. 2015) on the output units of the earlier tasks:
+(Hinton et al. 2015) on the output units of the earlier tasks::
 
     Ω(θ) = λ · T² · mean over the batch of Σ_h KL( softmax(z_old,h / T) ‖ softmax(z_h / T) )
 

@@ -1,6 +1,6 @@
 """Quadratic penalties that anchor a model's weights to where earlier tasks left them.
 
-Every penalty here has the form
+Every penalty here has the form::
 
     Ω(θ) = λ/2 · [ Σ_j w_j (θ_j − θ̄_j)² + c ]
 

@@ -17,7 +17,7 @@ batches, or ``None`` (replay, :class:`ewcbook.replay.Replay`). Several methods
 combine as a list (EWC with replay: ``[Consolidation("ewc", ...), Replay(...)]``).
 :class:`Consolidation` is the method of the penalties of
 :mod:`ewcbook.penalties` and :mod:`ewcbook.distillation`;
-:class:`ewcbook.kfac.KroneckerConsolidation` is another.
+:class:`ewcbook.kfac.KroneckerConsolidation` is another. For example::
 
     ewc = Consolidation("ewc", strength=100.0, fisher_samples=1000)
     result = train_sequence(mlp(10, (400, 400)), permuted_mnist(10), ewc, epochs=2)

@@ -8,7 +8,7 @@ paired by seed (both runs of a seed share their initial weights, data order
 and permutations, so the pairing removes the luck they share). Its interval
 *supports* "a above b" when its low end is above 0, "a below b" when its high
 end is below 0, and neither when it contains 0: then the seeds cannot tell the
-two apart, and differences up to the interval's ends remain possible.
+two apart, and differences up to the interval's ends remain possible. For example::
 
     diff = paired_difference(ewc_accuracies, l2_accuracies)   # one per seed
     verdict(diff, "EWC ends above L2", "EWC ends below L2", "not resolved")

@@ -15,6 +15,10 @@ needs the network fails. On each page it asserts:
 
 A full-page screenshot of each page goes to _build/screenshots/<name>.png.
 
+Without the browser: the API reference (book/api.html) has an anchor for every
+object that book/api.md documents (tests/test_api_reference.py), and napoleon
+rendered the docstrings' Args, Returns and Raises sections.
+
 Build the book first (``make html``). Without _build/html, chromium or
 Playwright the tests skip, unless EWCBOOK_REQUIRE_BROWSER=1 (CI), where they fail.
 Chromium: ``apt-get install -y chromium`` (or set EWCBOOK_CHROMIUM to another binary).
@@ -33,6 +37,7 @@ import urllib.parse
 import pytest
 import yaml
 from conftest import toc_documents
+from test_api_reference import documented_names
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
@@ -202,3 +207,16 @@ def test_page_renders_offline(doc, site, browser):
             problems.append(f"Colab links to another notebook: {wrong}")
 
     assert not problems, f"{doc}:\n  " + "\n  ".join(problems)
+
+
+def test_api_reference_anchors():
+    page = HTML / "book" / "api.html"
+    if not page.exists():
+        _unavailable(f"{page.relative_to(ROOT)} is not built: run `make html` first")
+    html = page.read_text()
+    ids = set(re.findall(r'\sid="([^"]+)"', html))
+    expected = [f"module-{name}" if kind == "module" else name for name, kind in documented_names().items()]
+    missing = [anchor for anchor in expected if anchor not in ids]
+    assert not missing, f"{page.relative_to(ROOT)} has no anchor for {missing} (a stale build? run `make html`)"
+    fields = set(re.findall(r'<dt class="field-(?:odd|even)">(\w[\w ]*)<span class="colon">', html))
+    assert {"Parameters", "Returns", "Raises"} <= fields, f"napoleon sections not rendered: {sorted(fields)}"
