@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-CHAPTERS := $(sort $(wildcard book/[0-9]*.ipynb)) $(wildcard book/appendix*.ipynb)
+CHAPTERS := $(sort $(wildcard book/[0-9]*.ipynb)) $(wildcard book/howto_*.ipynb) $(wildcard book/appendix*.ipynb)
 EXECUTED := _build/executed
 PAPERMILL := $(BIN)/papermill --cwd book -k python3 --no-progress-bar --log-level WARNING
 # pytest -k expression that selects the published-number tests of $(CHAPTERS)
@@ -65,7 +65,7 @@ nbval: install
 
 # every chapter's claims, on the committed outputs and on the fresh run of `make nbval`
 claims: install
-	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_chapter_*.py tests/test_appendix.py -m "not notebooks"
+	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_chapter_*.py tests/test_howto.py tests/test_appendix.py -m "not notebooks"
 
 # execute every chapter's full profile into _build/executed/book/ (the committed chapters stay as they are)
 execute: install
