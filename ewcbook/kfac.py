@@ -40,10 +40,10 @@ normalisation of the paper's equation (23)::
     F_W ≈ Ω ⊗ Γ,   Ω = E[ Σ_p ā(p) ā(p)ᵀ ],   Γ = E[ 1/|T| Σ_p δ(p) δ(p)ᵀ ]:
 
 a sum over positions in the activations' factor, a mean in the derivatives'
-(tensorflow/kfac's ConvKFCBasicFB writes the same as |T| times the product of
+(tensorflow/kfac's ConvKFCBasicFB writes the same as ``|T|`` times the product of
 the two means over examples and positions). Only Ω ⊗ Γ enters the penalty;
 the split sets the scales that factored damping sees. With one output
-position (|T| = 1) KFC is K-FAC, and with one example both are exact.
+position (``|T| = 1``) KFC is K-FAC, and with one example both are exact.
 
 BatchNormalization layers (read in inference mode, :func:`ewcbook.models.layer_steps`)
 get their exact block: per channel c of C, the per-example gradients of
@@ -133,7 +133,7 @@ def kronecker_factors(
           G = E[δ δᵀ] of shape ``(d_out, d_out)``.
         * Conv2D (KFC, see the module): Ω = E[Σ_p ā(p) ā(p)ᵀ] of shape
           ``(kh·kw·c_in + 1, kh·kw·c_in + 1)`` (without the 1 if no bias) and
-          Γ = E[1/|T| Σ_p δ(p) δ(p)ᵀ] of shape ``(c_out, c_out)``.
+          ``Γ = E[1/|T| Σ_p δ(p) δ(p)ᵀ]`` of shape ``(c_out, c_out)``.
         * BatchNormalization: A = [[1]] and G = E[g gᵀ], g the per-example
           gradient of gamma then beta (those the layer has), the exact block.
 
