@@ -468,14 +468,14 @@ def norm_gradients(layer: keras.layers.BatchNormalization, x_hat, d) -> list[tf.
     return [tf.reduce_sum(g, positions) if positions else g for g in grads]
 
 
-def _weighted(t, w):
+def example_weighted(t, w):
     """``t`` with example i (its first axis) scaled by ``w[i]``; ``t`` itself for ``w=None``."""
     return t if w is None else t * tf.reshape(w, [-1] + [1] * (len(t.shape) - 1))
 
 
 def dense_squares(layer, a, d, w=None) -> list[tf.Tensor]:
     """Σ_i w_i g_i² of a Dense layer's kernel (and bias): g_i = a_iᵀ δ_i, so the kernel's is (a ∘ a)ᵀ (w δ ∘ δ)."""
-    d2 = _weighted(tf.square(d), w)
+    d2 = example_weighted(tf.square(d), w)
     kernel = tf.matmul(tf.square(a), d2, transpose_a=True)
     return [kernel, tf.reduce_sum(d2, axis=0)] if layer.use_bias else [kernel]
 
@@ -485,16 +485,16 @@ def conv_squares(layer, a, d, w=None) -> list[tf.Tensor]:
     formed one kernel offset at a time (:func:`conv_windows`, each a batched matmul), the bias's Σ_p δ_i(p)."""
     d = tf.reshape(d, [tf.shape(d)[0], -1, d.shape[-1]])  # (batch, positions, c_out)
     per_offset = [tf.matmul(window, d, transpose_a=True) for window in conv_windows(layer, a)]  # (batch, c_in, c_out)
-    squares = [tf.reduce_sum(_weighted(tf.square(g), w), axis=0) for g in per_offset]
+    squares = [tf.reduce_sum(example_weighted(tf.square(g), w), axis=0) for g in per_offset]
     kernel = tf.reshape(tf.stack(squares), layer.kernel.shape)
     if not layer.use_bias:
         return [kernel]
-    return [kernel, tf.reduce_sum(_weighted(tf.square(tf.reduce_sum(d, axis=1)), w), axis=0)]
+    return [kernel, tf.reduce_sum(example_weighted(tf.square(tf.reduce_sum(d, axis=1)), w), axis=0)]
 
 
 def norm_squares(layer, x_hat, d, w=None) -> list[tf.Tensor]:
     """Σ_i w_i g_i² of a BatchNormalization layer's gamma and beta (:func:`norm_gradients`)."""
-    return [tf.reduce_sum(_weighted(tf.square(g), w), axis=0) for g in norm_gradients(layer, x_hat, d)]
+    return [tf.reduce_sum(example_weighted(tf.square(g), w), axis=0) for g in norm_gradients(layer, x_hat, d)]
 
 
 SQUARES = {"dense": dense_squares, "conv": conv_squares, "norm": norm_squares}
@@ -545,10 +545,7 @@ def _vectorized_batch(model, x, y, seed, estimator, mask=None):
     sums = [tf.zeros(v.shape) for v in variables]
     for target, (_, w) in zip(picked, targets):
         for k, jac in enumerate(per_example_jacobian(tape, target, model)):
-            sq = tf.square(jac)
-            if w is not None:
-                sq = sq * tf.reshape(w, [-1] + [1] * (len(sq.shape) - 1))
-            sums[k] += tf.reduce_sum(sq, axis=0)
+            sums[k] += tf.reduce_sum(example_weighted(tf.square(jac), w), axis=0)
     return sums
 
 

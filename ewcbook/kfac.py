@@ -88,6 +88,7 @@ from ewcbook.fisher import (
     checked_data,
     conv_patches,
     estimator_targets,
+    example_weighted,
     layer_forward,
     norm_gradients,
     per_example_jacobian,
@@ -193,7 +194,7 @@ def _output_factor_sum(kind, layer, a_in, d, w):
     if kind == "norm":
         d = tf.concat(norm_gradients(layer, a_in, d), axis=1)
     positions = int(np.prod(d.shape[1:-1]))  # 1 but for a Conv2D layer
-    dw = d if w is None else d * tf.reshape(w, [-1] + [1] * (len(d.shape) - 1))
+    dw = example_weighted(d, w)
     d, dw = tf.reshape(d, [-1, d.shape[-1]]), tf.reshape(dw, [-1, d.shape[-1]])
     return tf.matmul(dw, d, transpose_a=True) / positions
 
