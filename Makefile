@@ -21,8 +21,8 @@ CHAPTER_NAMES := $(subst $(space), or ,$(strip $(basename $(notdir $(CHAPTERS)))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
-.PHONY: help install lint unit smoke nbval claims execute executed-tree html html-executed book update-book browser \
-	test reproduce benchmark clean
+.PHONY: help install lint unit smoke nbval claims execute executed-tree html html-executed pdf pdf-executed book \
+	update-book browser test reproduce benchmark clean
 
 help:
 	@echo "make book         execute every chapter (full profile, real MNIST) into _build/executed, build _build/html"
@@ -31,6 +31,7 @@ help:
 	@echo "                  (one chapter: make nbval CHAPTERS=book/01_forgetting.ipynb)"
 	@echo "make smoke        run every chapter's smoke profile (seconds each) and its claims"
 	@echo "make html         build _build/html from the committed chapter outputs"
+	@echo "make pdf          build the PDF edition, _build/latex/ewcbook.pdf (XeLaTeX; the HTML build then links it)"
 	@echo "make update-book  maintainers: re-run every chapter in place and commit the new published outputs"
 	@echo "make reproduce    python -m ewcbook reproduce --profile full"
 	@echo "make benchmark    training and Fisher benchmarks against a raw TensorFlow loop"
@@ -48,7 +49,7 @@ lint: install
 
 # fast tests: the library, and the chapters' claims on their committed outputs
 unit: install
-	$(BIN)/python -m pytest tests -m "not notebooks" --ignore=tests/test_book_html.py
+	$(BIN)/python -m pytest tests -m "not notebooks" --ignore=tests/test_book_html.py --ignore=tests/test_book_pdf.py
 
 # every chapter's smoke profile with papermill, and its claims (for development; CI runs the full profile once)
 smoke: install
@@ -94,7 +95,20 @@ html: install
 html-executed: install executed-tree
 	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --all -W --keep-going
 
-book: execute html-executed
+# the PDF edition, _build/latex/ewcbook.pdf, with Sphinx's LaTeX builder and XeLaTeX (TeX Live from Debian:
+# texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended latexmk fonts-freefont-otf
+# fonts-dejavu-core; .ci/run installs what is missing). Build it before the HTML, which copies it and links to it.
+PDF_PAGES = @command -v pdfinfo >/dev/null && pdfinfo _build/latex/ewcbook.pdf | sed -n 's/^Pages: */_build\/latex\/ewcbook.pdf: pages: /p' || true
+
+pdf: install
+	$(BIN)/jupyter-book build . --builder pdflatex -W --keep-going
+	$(PDF_PAGES)
+
+pdf-executed: install executed-tree
+	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --builder pdflatex -W --keep-going
+	$(PDF_PAGES)
+
+book: execute pdf-executed html-executed
 
 # maintainers: re-run every chapter in place; commit the notebooks, whose outputs are the published numbers
 update-book: install
@@ -104,9 +118,9 @@ update-book: install
 	done
 
 browser: install
-	$(BIN)/python -m pytest tests/test_book_html.py
+	$(BIN)/python -m pytest tests/test_book_html.py tests/test_book_pdf.py
 
-test: lint unit nbval claims html-executed browser
+test: lint unit nbval claims pdf-executed html-executed browser
 
 reproduce: install
 	$(BIN)/python -m ewcbook reproduce --profile full
