@@ -145,3 +145,82 @@ def test_the_figures_draw(world):
     ch3.loss_landscape(ax, world, ch3.penalty_paths(world, steps=50), ch3.joint_minimum(world), grid=20)
     assert {t.get_text() for t in ax.get_legend().get_texts()} >= {"L2 anchor", "full Laplace (full Fisher)"}
     plt.close("all")
+
+
+def test_endpoint_table_is_sorted_by_distance_to_the_joint_minimum(world):
+    joint = ch3.joint_minimum(world)
+    paths = ch3.penalty_paths(world)
+    table = ch3.endpoint_table(world, {k: p[-1] for k, p in paths.items()} | {"joint": joint}, joint)
+    assert table[0]["name"] == "joint" and table[0]["distance"] == 0.0
+    assert [r["distance"] for r in table] == sorted(r["distance"] for r in table)
+    for r in table:
+        assert r["loss_a"] == pytest.approx(float(ch3.loss(r["theta"], world.x_a, world.y_a)))
+        assert r["loss_sum"] == pytest.approx(r["loss_a"] + r["loss_b"])
+        assert r["distance"] == pytest.approx(np.linalg.norm(r["theta"] - joint))
+    with pytest.raises(TypeError, match="endpoints"):
+        ch3.endpoint_table(world, [joint], joint)
+    with pytest.raises(ValueError, match=r"endpoints\['x'\]"):
+        ch3.endpoint_table(world, {"x": np.zeros(3)}, joint)
+
+
+@pytest.mark.parametrize(
+    "a, b, mean, best, expected",
+    [
+        ([0.3, 0.6, 0.9], [0.9, 0.8, 0.2], [0.6, 0.7, 0.55], 1,
+         "Along the grid, each stiffer spring gives A more and B less. Up to the best λ, each step gains more on "
+         "A than it costs on B, so the mean rises; above it the exchange turns and the mean falls."),
+        ([0.3, 0.2, 0.9], [0.9, 0.95, 0.8], [0.6, 0.575, 0.85], 2,
+         "A and B do not move in opposite directions at every step of the grid. Up to the best λ, the mean does "
+         "not rise at every step; the best λ is the largest of the grid."),
+        ([0.3, 0.4], [0.9, 0.7], [0.6, 0.55], 0,
+         "Along the grid, each stiffer spring gives A more and B less; no strength raises the mean accuracy above "
+         "no penalty's."),
+    ],
+)
+def test_trade_off_text_reads_the_numbers(a, b, mean, best, expected):
+    assert ch3.trade_off_text(a, b, mean, best) == expected
+
+
+def test_trade_off_text_checks_its_arguments():
+    with pytest.raises(ValueError, match="one value per strength"):
+        ch3.trade_off_text([0.1, 0.2], [0.3], [0.2, 0.2], 0)
+    with pytest.raises(ValueError, match="best"):
+        ch3.trade_off_text([0.1, 0.2], [0.3, 0.2], [0.2, 0.2], 2)
+
+
+def _boxes(texts):
+    renderer = texts[0].figure.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts]
+
+
+def test_label_points_never_overlaps_and_skips_what_has_no_room():
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.set(xlim=(0, 1), ylim=(0, 1))
+    points = [(0.5, 0.5)] * 6 + [(0.2, 0.8)]  # six labels for one place: one of them has no room
+    placed = ch3.label_points(ax, points, [f"label {k}" for k in range(6)] + ["far"])
+    texts = [t.get_text() for t in placed]
+    assert texts[0] == "label 0" and "far" in texts and len(placed) < len(points)
+    boxes, frame = _boxes(placed), ax.get_window_extent()
+    assert not any(p.overlaps(q) for i, p in enumerate(boxes) for q in boxes[i + 1:])
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    plt.close(fig)
+
+
+def test_the_frontier_is_readable_at_page_width():
+    s = [0.0, 1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0]  # the full profile's grid and results
+    a = [0.278, 0.288, 0.322, 0.389, 0.434, 0.544, 0.739, 0.889, 0.947, 0.975, 0.984]
+    b = [0.984, 0.984, 0.981, 0.964, 0.948, 0.913, 0.828, 0.587, 0.248, 0.114, 0.074]
+    mean = [(x + y) / 2 for x, y in zip(a, b)]
+    rows = [dict(strength=x, acc_A=y, acc_B=z) for x, y, z in zip(s, a, b)]
+    fig, (ax, ax_l) = plt.subplots(2, 1, figsize=(7, 9.2))
+    ch3.l2_frontier(ax, ax_l, dict(strengths=s, acc_a=a, acc_b=b, mean=mean, best=6, rows=rows), (0.97, 0.97),
+                    post_point=(0.904, 0.598))
+    labels = [t for t in ax.texts if t.get_text().startswith("λ=")]
+    assert {"λ=0.0001", "λ=100"} <= {t.get_text() for t in labels}  # the ends of the grid are always labelled
+    boxes = _boxes(labels)
+    assert not any(p.overlaps(q) for i, p in enumerate(boxes) for q in boxes[i + 1:])
+    for axes in (ax, ax_l):
+        assert axes.xaxis.label.get_size() >= 10 and axes.yaxis.label.get_size() >= 10
+        assert all(t.get_size() >= 10 for t in axes.get_legend().get_texts() + labels)
+    assert any("test set" in t.get_text() for t in ax_l.get_legend().get_texts())
+    plt.close(fig)

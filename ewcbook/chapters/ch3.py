@@ -8,7 +8,9 @@ The rest is a two-parameter world where every loss and every training path can
 be drawn: the contours of task A's and task B's losses and the path that
 gradient descent takes from A's solution under no penalty, the L2 anchor,
 EWC's diagonal Fisher and the full Laplace (full Fisher) penalty
-(:func:`two_task_world`, :func:`penalty_paths`, :func:`loss_landscape`).
+(:func:`two_task_world`, :func:`penalty_paths`, :func:`loss_landscape`), and
+how close each penalty's end point comes to the minimum of L_A + L_B
+(:func:`endpoint_table`).
 
 The model is logistic regression on 2-D inputs without a bias,
 p(y = 1 | x, θ) = σ(θᵀx) with θ = (w₁, w₂), and each task's loss is the mean
@@ -40,6 +42,10 @@ from ewcbook.utils import set_seed
 
 #: The penalties drawn in chapter 3, in drawing order.
 PENALTIES = ("none", "l2", "ewc", "laplace")
+
+#: Font size (points) of the labels, ticks and legends of this chapter's figures,
+#: drawn about 7 inches wide so that the page shows them at about their size.
+FONT_SIZE = 10
 
 
 @dataclass
@@ -181,6 +187,38 @@ def joint_minimum(world: TwoTaskWorld, *, steps: int = 6000) -> np.ndarray:
     return descend(grad, world.theta_a, steps=steps, learning_rate=0.5)[-1]
 
 
+def endpoint_table(world: TwoTaskWorld, endpoints: dict, joint) -> list[dict]:
+    """How close each end point comes to the joint minimum, nearest first.
+
+    Args:
+        world: a :class:`TwoTaskWorld`.
+        endpoints: ``{name: theta}``, each theta of shape ``(2,)``.
+        joint: the minimum of L_A + L_B (:func:`joint_minimum`).
+
+    Returns:
+        One dict per end point, sorted by ``distance`` (ties keep the order
+        of ``endpoints``): ``name``, ``theta``, ``loss_a``, ``loss_b``,
+        ``loss_sum`` (L_A + L_B) and ``distance`` (Euclidean, to ``joint``).
+
+    Example:
+        >>> world = two_task_world()
+        >>> joint = joint_minimum(world)
+        >>> endpoint_table(world, {"A": world.theta_a, "joint": joint}, joint)[0]["name"]
+        'joint'
+    """
+    if not isinstance(endpoints, dict) or not endpoints:
+        raise TypeError(f"endpoints must be a non-empty dict {{name: theta}}, got {endpoints!r:.80}")
+    rows = []
+    for name, theta in endpoints.items():
+        theta = np.asarray(theta, dtype=float)
+        if theta.shape != (2,):
+            raise ValueError(f"endpoints[{name!r}] must have shape (2,), got {theta.shape}")
+        loss_a, loss_b = float(loss(theta, world.x_a, world.y_a)), float(loss(theta, world.x_b, world.y_b))
+        rows.append({"name": name, "theta": theta, "loss_a": loss_a, "loss_b": loss_b,
+                     "loss_sum": loss_a + loss_b, "distance": float(np.linalg.norm(theta - np.asarray(joint)))})
+    return sorted(rows, key=lambda r: r["distance"])
+
+
 # --- the λ sweep on MNIST --------------------------------------------------------------
 
 
@@ -262,11 +300,97 @@ def strength_sweep(
     return rows
 
 
+def trade_off_text(acc_a, acc_b, mean, best: int) -> str:
+    """The sentences that read the sweep's trade-off from its numbers, for the prose.
+
+    Args:
+        acc_a, acc_b, mean: accuracies on A, on B and their mean, one per
+            strength of the grid in increasing order, λ = 0 first.
+        best: index of the best mean.
+
+    Returns:
+        Whether A rises and B falls at every step of the grid, and whether the
+        mean rises at every step up to ``best`` and falls at every step after it.
+
+    Example:
+        >>> trade_off_text([0.3, 0.6, 0.9], [0.9, 0.8, 0.2], [0.6, 0.7, 0.55], 1)[:38]
+        'Along the grid, each stiffer spring gi'
+    """
+    a, b, m = (np.asarray(v, dtype=float) for v in (acc_a, acc_b, mean))
+    if not len(a) == len(b) == len(m) >= 2:
+        raise ValueError("acc_a, acc_b and mean must have one value per strength (at least 2), "
+                         f"got {len(a)}, {len(b)}, {len(m)}")
+    best = integer(best, "best", minimum=0)
+    if best >= len(m):
+        raise ValueError(f"best must index the grid (< {len(m)}), got {best}")
+    opposite = bool(np.all(np.diff(a) >= 0) and np.all(np.diff(b) <= 0))
+    moves = ("Along the grid, each stiffer spring gives A more and B less" if opposite
+             else "A and B do not move in opposite directions at every step of the grid")
+    if best == 0:
+        return f"{moves}; no strength raises the mean accuracy above no penalty's."
+    if np.all(np.diff(m[: best + 1]) > 0):
+        rise = ("Up to the best λ, each step gains more on A than it costs on B, so the mean rises" if opposite
+                else "Up to the best λ, the mean rises at every step")
+    else:
+        rise = "Up to the best λ, the mean does not rise at every step"
+    if best == len(m) - 1:
+        fall = "; the best λ is the largest of the grid"
+    elif np.all(np.diff(m[best:]) < 0):
+        fall = "; above it the exchange turns and the mean falls"
+    else:
+        fall = "; above it the mean does not fall at every step"
+    return f"{moves}. {rise}{fall}."
+
+
 # --- figures ---------------------------------------------------------------------------------
+
+
+def label_points(ax, points, texts, *, fontsize: float = FONT_SIZE, avoid=(), curve=None) -> list:
+    """Write ``texts[i]`` next to ``points[i]`` (data coordinates), skipping any label that would overlap.
+
+    Labels are placed in the order given (put the important ones first), each
+    at the first of a few offsets (below left, left, below, right, above the
+    point: below left is inside a falling, concave curve such as a frontier)
+    where its box overlaps no label already placed, no point of ``points`` or
+    ``avoid`` and no segment of ``curve`` (a polyline ``(xs, ys)``), and stays
+    inside the axes; a label with no such place is left out.
+
+    Returns:
+        The matplotlib ``Annotation`` objects placed.
+    """
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    markers = [ax.transData.transform(p) for p in list(points) + list(avoid)]
+    if curve is not None:  # points every few pixels along the polyline
+        xy = ax.transData.transform(np.column_stack(curve))
+        for start, stop in zip(xy[:-1], xy[1:]):
+            steps = max(2, int(np.hypot(*(stop - start)) / 3))
+            markers += list(start + np.linspace(0, 1, steps)[:, None] * (stop - start))
+    offsets = (((-5, -5), "right", "top"), ((-8, 0), "right", "center"), ((0, -9), "center", "top"),
+               ((8, 0), "left", "center"), ((0, 8), "center", "bottom"))
+    placed, boxes = [], []
+    for point, text in zip(points, texts):
+        for offset, ha, va in offsets:
+            note = ax.annotate(text, point, textcoords="offset points", xytext=offset, ha=ha, va=va,
+                               fontsize=fontsize)
+            box = note.get_window_extent(renderer).expanded(1.1, 1.15)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            clear = not any(box.overlaps(b) for b in boxes) and not any(
+                box.x0 - 2 <= x <= box.x1 + 2 and box.y0 - 2 <= y <= box.y1 + 2 for x, y in markers)
+            if inside and clear:
+                placed.append(note)
+                boxes.append(box)
+                break
+            note.remove()
+    return placed
 
 
 def l2_frontier(ax, ax_l, sweep: dict, joint_acc, post_point=None) -> None:
     """The two panels of the sweep: accuracy on B against A for each λ, and both against λ.
+
+    Drawn for a figure about 7 inches wide (the page's width), the panels one
+    above the other; λ is written next to every point of the frontier where
+    there is room (:func:`label_points`), and every λ is on the second panel's axis.
 
     Args:
         ax, ax_l: two matplotlib Axes (the frontier; accuracies against λ).
@@ -283,30 +407,38 @@ def l2_frontier(ax, ax_l, sweep: dict, joint_acc, post_point=None) -> None:
     for r in sweep["rows"]:
         if r["strength"] > 0:
             ax.plot(r["acc_A"], r["acc_B"], ".", color=l2, alpha=0.3)
-    labelled = (-1.0, -1.0)
-    for lam, x, y in zip(s[positive], a[positive], b[positive]):
-        if np.hypot(x - labelled[0], y - labelled[1]) < 0.04:
-            continue  # too close to the last label to be readable
-        left = x > 0.85  # the steep end of the curve: label on the left
-        ax.annotate(f"λ={lam:g}", (x, y), textcoords="offset points", xytext=(-7 if left else 6, 3),
-                    ha="right" if left else "left", fontsize=8)
-        labelled = (x, y)
     ax.plot(a[0], b[0], "s", markersize=8, color=color("none"), label="no penalty (λ = 0)")
     ax.plot(*joint_acc, "*", markersize=13, color=color("joint"), label=label("joint"))
+    others = [(a[0], b[0]), tuple(joint_acc)]
     if post_point is not None:
         ax.plot(*post_point, "D", color=color("post"), label="the post's L2 run (reported)")
-    ax.set(xlabel="test accuracy on task A (old)", ylabel="test accuracy on task B (new)",
-           xlim=(0, 1.02), ylim=(0, 1.02), title="Accuracy on B against accuracy on A, one point per λ")
-    ax.legend(loc="lower left")
+        others.append(tuple(post_point))
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("test accuracy on task A (old)", fontsize=FONT_SIZE + 1)
+    ax.set_ylabel("test accuracy on task B (new)", fontsize=FONT_SIZE + 1)
+    ax.set_title("Accuracy on B against accuracy on A, one point per λ")
+    ax.tick_params(labelsize=FONT_SIZE)
+    ax.legend(loc="lower left", fontsize=FONT_SIZE)
+    # the ends of the grid first, then the others from the largest λ down
+    order = [k for k in np.flatnonzero(positive)[::-1]]
+    order = order[:1] + order[-1:] + order[1:-1] if len(order) > 1 else order
+    label_points(ax, [(a[k], b[k]) for k in order], [f"λ={s[k]:g}" for k in order], avoid=others,
+                 curve=(a[positive], b[positive]))
 
     for values, c, name in ((a, TASK_COLORS[0], "task A (old)"), (b, TASK_COLORS[1], "task B (new)"),
                             (mean, "0.3", "mean of A and B")):
         ax_l.semilogx(s[positive], values[positive], "-o" if c != "0.3" else "-", color=c, label=name)
     ax_l.axhline(mean[0], color=color("none"), linestyle="--", linewidth=1, label="mean, no penalty")
-    ax_l.axvline(s[sweep["best"]], color="0.5", linestyle=":", linewidth=1)
-    ax_l.set(xlabel="penalty strength λ (log scale)", ylabel="test accuracy", ylim=(0, 1.02),
-             title="Accuracy on each task against λ")
-    ax_l.legend(loc="lower left")
+    ax_l.axvline(s[sweep["best"]], color="0.5", linestyle=":", linewidth=1.5,
+                 label="best mean (λ chosen on the test set)")
+    ax_l.set_ylim(0, 1.02)
+    ax_l.set_xlabel("penalty strength λ (log scale)", fontsize=FONT_SIZE + 1)
+    ax_l.set_ylabel("test accuracy", fontsize=FONT_SIZE + 1)
+    ax_l.set_title("Accuracy on each task against λ")
+    ax_l.tick_params(labelsize=FONT_SIZE)
+    # below the axes: inside, it would hide a line
+    ax_l.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize=FONT_SIZE)
 
 
 #: The penalty paths' names in the landscape's legend.
@@ -335,12 +467,14 @@ def loss_landscape(ax, world, paths, joint, *, extent=(-1.5, 3.0, -1.0, 3.5), gr
         low = values.min()
         levels = low + (values.max() - low) * np.geomspace(0.005, 0.6, 9)
         ax.contour(w1, w2, values, levels=levels, colors=c, linestyles=style, linewidths=0.8, alpha=0.8)
-        ax.plot([], [], color=c, linestyle=style, linewidth=0.8, label=f"contours of $L_{name}$")
+        ax.plot([], [], color=c, linestyle=style, linewidth=1.2, label=f"contours of $L_{name}$")
     for kind, path in paths.items():
         ax.plot(path[:, 0], path[:, 1], color=color(kind), linewidth=2, label=PATH_LABELS[kind])
         ax.plot(*path[-1], "o", color=color(kind), markersize=6)
     ax.plot(*world.theta_a, "s", color="black", markersize=7, label=r"start: $\theta^*_A$")
     ax.plot(*joint, "*", color=color("joint"), markersize=14, label=r"minimum of $L_A + L_B$")
-    ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal", xlabel="weight $w_1$ (no unit)",
-           ylabel="weight $w_2$ (no unit)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal")
+    ax.set_xlabel("weight $w_1$ (no unit)", fontsize=FONT_SIZE + 1)
+    ax.set_ylabel("weight $w_2$ (no unit)", fontsize=FONT_SIZE + 1)
+    ax.tick_params(labelsize=FONT_SIZE)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=FONT_SIZE)
