@@ -24,14 +24,25 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     (:func:`ewcbook.training.fit_task` uses 32), with the running mean of
     the epoch's loss: one non-finite batch makes that mean non-finite, so no
     bad batch goes unnoticed, and training stops at most 31 batches later.
+    The error names the batches of that execution (numbered from 0 within
+    the epoch); Keras's own batch number is the execution's last, which may
+    lie past the end of a short epoch.
     """
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._next_batch = 0
+
     def on_train_batch_end(self, batch, logs=None):
+        first = getattr(self, "_next_batch", 0)
+        steps = (self.params or {}).get("steps")
+        last = batch if steps is None else min(batch, steps - 1)
+        self._next_batch = batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
+            where = f"at batch {last}" if first >= last else f"in batches {first} to {last}"
             penalties = getattr(self.model, "penalties", [])
             raise NonFiniteLossError(
-                f"the training loss became {float(loss)} at batch {batch}; the weights are no "
+                f"the training loss became {float(loss)} {where}; the weights are no "
                 f"longer usable. Penalties in use: {penalties or 'none'}. A very large penalty "
                 "strength or learning rate is the usual cause: lower it and train again."
             )

@@ -55,6 +55,23 @@ def test_non_finite_loss_stops_training_with_a_clear_error():
         learner.fit(x * 1e10, y, epochs=3, verbose=0)
 
 
+@pytest.mark.parametrize("steps_per_execution, where", [(1, "at batch 1;"), (32, "in batches 0 to 3;")])
+def test_non_finite_loss_names_batches_within_the_epoch(steps_per_execution, where):
+    """NaN weights after the first update: the second batch's loss is NaN. With one batch per execution the
+    error names batch 1; with 32 per execution over a 4-batch epoch, batches 0 to 3 (not Keras's 31)."""
+    learner, x, y = _setup()
+    learner.compile(
+        optimizer=keras.optimizers.SGD(1e30),
+        loss=keras.losses.SparseCategoricalCrossentropy(True),
+        steps_per_execution=steps_per_execution,
+    )
+    x = np.resize(x, (4 * 16, *x.shape[1:])) * 1e10
+    y = np.resize(y, (4 * 16,))
+    with pytest.raises(eb.NonFiniteLossError) as raised:
+        learner.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert where in str(raised.value)
+
+
 def test_bad_arguments_are_named():
     net = eb.mlp(3, (8,), input_shape=(5,))
     with pytest.raises(TypeError, match="network"):
