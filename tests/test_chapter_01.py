@@ -26,6 +26,20 @@ def check_claims(v, *, learned, min_drop):
     assert v["ch1_b_before_vs_chance"] == ("below" if v["ch1_seq_acc_b_before"] < 0.2 else "above")
     assert v["ch1_change_ratio"] == pytest.approx(v["ch1_relative_change_b"] / v["ch1_relative_change_a"])
     assert v["ch1_where_b_after_a"].count("; ") == 4  # one clause per odd digit
+    assert v["ch1_first_point_word"] == (
+        "still" if v["ch1_seq_acc_a_before"] - v["ch1_acc_a_first_point"] < 0.05 else "already down to")
+    assert 0.2 <= v["ch1_top_two_min_fraction"] <= 1.0
+    assert 0.0 < v["ch1_kept_digit_fraction"] <= 1.0
+    assert v["ch1_kept_digit_text"].startswith("mostly") == (v["ch1_kept_digit_fraction"] > 0.5)
+    # the stability gap (a fall, then a partial recovery): the verdicts follow the per-batch curve's numbers
+    assert v["ch1_gap_low_acc"] <= v["ch1_acc_a_first_point"] and v["ch1_gap_rebound_acc"] >= 0
+    assert v["ch1_gap_low_acc"] <= v["ch1_acc_a_end_first_epoch_batchrun"] <= v["ch1_gap_low_acc"] + v[
+        "ch1_gap_rebound_acc"] + 1e-12
+    assert v["ch1_gap_recovered_fraction"] == pytest.approx(v["ch1_gap_rebound_acc"] / v["ch1_gap_lost_acc"])
+    gap = v["ch1_gap_recovered_fraction"] >= 0.1 or v["ch1_gap_later_gain_acc"] >= 0.1 * v["ch1_gap_lost_acc"]
+    assert v["ch1_gap_found"] is gap
+    assert v["ch1_gap_verdict"].startswith("it does:" if gap else "it does not:")
+    assert ("no stability gap" in v["ch1_gap_summary"]) is not gap
 
 
 @pytest.mark.notebooks
@@ -43,3 +57,5 @@ def test_full_run_forgets(source):
     check_claims(v, learned=0.95, min_drop=0.5)
     # before training on B the network does worse than chance on B (it confuses odd digits with even ones)
     assert v["ch1_seq_acc_b_before"] < 0.2
+    # nothing protects A: its accuracy falls and does not come back (no stability gap)
+    assert v["ch1_gap_found"] is False

@@ -65,6 +65,11 @@ def check_claims(g: dict) -> None:
     assert g["ch2_spread_diag_worse_all"] == (g["ch2_spread_diag_worse_count"] == g["ch2_num_data_seeds"])
     assert g["ch2_spread_lesson"].startswith("on every one") == g["ch2_spread_diag_worse_all"]
     assert 0 <= g["ch2_spread_full_near_count"] <= g["ch2_num_data_seeds"]
+    # the empirical Fisher's gap from the Hessian over the draws: the main draw (data seed 0) is one of them
+    low, high = g["ch2_spread_empirical_min"], g["ch2_spread_empirical_max"]
+    assert low <= g["ch2_spread_empirical_median"] <= high
+    assert g["ch2_spread_empirical_seed0"] == pytest.approx(g["ch2_empirical_vs_hessian_rel"], rel=1e-9)
+    assert low <= g["ch2_empirical_vs_hessian_rel"] <= high
 
     # MNIST: the Fisher's total against epochs on A; the trend word follows the numbers.
     assert g["ch2_mnist_fisher_ratio"] == pytest.approx(g["ch2_mnist_fisher_first"] / g["ch2_mnist_fisher_last"])

@@ -31,6 +31,16 @@ def _check_claims(vals):
     assert f"{abs(vals['ch4_batchsq_ratio_sampled'] - 1):.1%}" in verdict
     assert ("off by" in verdict) == (
         abs(vals["ch4_batchsq_ratio_empirical"] - 1) > abs(vals["ch4_batchsq_ratio_sampled"] - 1))
+    # the data's labels: the bias (n - 1)·ḡ² predicted from the mean gradient, and the word that compares it
+    predicted, measured = vals["ch4_batchsq_predicted_empirical"], vals["ch4_batchsq_ratio_empirical"]
+    assert vals["ch4_batchsq_prediction_word"] == (
+        "accounts for" if abs(predicted - measured) <= 0.2 * abs(measured - 1) else "does not account for")
+    assert vals["ch4_batchsq_bias_explained"] == pytest.approx((predicted - 1) / (measured - 1))
+    assert vals["ch4_sq_of_avg_gradient_total"] > 0 and vals["ch4_bias_share_of_empirical"] > 0
+    # the timing words follow the same ratio (their values are timings: any of them may come out)
+    assert vals["ch4_fisher_time_word"] in ("less than", "about as much as", "more than")
+    assert ("no reason to subsample" in vals["ch4_fisher_time_clause"]) == (
+        vals["ch4_fisher_time_word"] != "more than")
     # the post's gap is the product of its factors; the axis-0 mean keeps totals
     factors = ["sampling", "class_sum", "cross_terms", "no_mean", "axis0_mean"]
     product = 1.0
@@ -66,3 +76,6 @@ def test_chapter_04_full_profile(source):
     # at least 200 batches for the unbiasedness check; within a few % for sampled labels
     assert vals["ch4_batchsq_batches"] >= 200
     assert abs(vals["ch4_batchsq_ratio_sampled"] - 1) < 0.05
+    # the trained network is not at a stationary point of its training loss: the data's labels add a bias
+    assert vals["ch4_batch_size"] == 128
+    assert vals["ch4_batchsq_predicted_empirical"] > 1.0 and vals["ch4_batchsq_ratio_empirical"] > 1.0

@@ -8,7 +8,10 @@ Two questions, for a Dense stack such as :func:`ewcbook.models.mlp`:
   the same gradients, so their means and variances can be compared. With
   labels sampled from the model, E[g_i] = 0 and E[(Σ_i g_i)²] = Σ_i E[g_i²]:
   unbiased, only noisier. With the data's labels E[g_i] ≠ 0 and the cross
-  terms add (n − 1)·E[g]² per weight.
+  terms add (n − 1)·E[g]² per weight: :func:`gradient_moments` measures
+  E[g] and E[g²] over a data set, and :func:`expected_batch_square` gives
+  what the squared batch gradient averages to, batches drawn from it
+  without replacement.
 * What makes the seed post's "Fisher" so large? :func:`post_gap_factors`
   splits the ratio of its total to the sampled Fisher's into the factors
   that its code changes one after the other.
@@ -25,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook.chapters.original_post import post_fisher
-from ewcbook.checks import one_of
+from ewcbook.checks import integer, one_of
 from ewcbook.fisher import estimator_targets, layer_forward
 from ewcbook.models import dense_layers, require_dense_stack
 
@@ -90,24 +93,83 @@ def batch_square_check(model, dataset: tf.data.Dataset, mode: str, *, seed: int 
     Returns:
         A dict with, for each of ``"per_example"`` and ``"batch"``, the mean
         over batches (one value per weight; key ``"<name>_mean"``) and the
-        variance over batches (``"<name>_var"``), plus ``"num_batches"``.
+        variance over batches (``"<name>_var"``), plus ``"num_batches"`` and
+        ``"batch_sizes"`` (the size of each batch, in order).
     """
     stats = {name: [0.0, 0.0] for name in ("per_example", "batch")}
-    count = 0
+    sizes = []
     for n, squares, sums in batch_terms(model, dataset, mode, seed=seed):
         for name, value in (("per_example", squares / n), ("batch", sums**2 / n)):
             stats[name][0] = stats[name][0] + value
             stats[name][1] = stats[name][1] + value**2
-        count += 1
+        sizes.append(n)
+    count = len(sizes)
     if count < 2:
         raise ValueError("dataset must hold at least 2 batches")
-    out = {"num_batches": count}
+    out = {"num_batches": count, "batch_sizes": np.array(sizes)}
     for name, (total, total_sq) in stats.items():
         mean = total / count
         out[f"{name}_mean"] = mean
         out[f"{name}_var"] = np.maximum(total_sq / count - mean**2, 0.0) * count / (count - 1)
     return out
 
+
+
+def gradient_moments(model, dataset: tf.data.Dataset, mode: str, *, seed: int = 0):
+    """The mean gradient and the mean squared gradient per weight over all of ``dataset``.
+
+    Args:
+        model: a built :func:`ewcbook.models.mlp` (or its ``ContinualModel``).
+        dataset: batched ``(x, y)`` with float inputs (every example once).
+        mode: as in :func:`batch_terms`.
+        seed: int seed of the sampled labels.
+
+    Returns:
+        ``(count, mean, second)``: the number of examples N, and per weight
+        ḡ = Σ_i g_i / N (for ``"empirical"``, the gradient of the mean
+        log-likelihood: minus the gradient of the training loss) and
+        Σ_i g_i² / N (for ``"empirical"``, the empirical Fisher).
+    """
+    count, total, total_sq = 0, 0.0, 0.0
+    for n, squares, sums in batch_terms(model, dataset, mode, seed=seed):
+        count, total, total_sq = count + n, total + sums, total_sq + squares
+    if count == 0:
+        raise ValueError("dataset must hold at least one example")
+    return count, total / count, total_sq / count
+
+
+def expected_batch_square(mean, second, count: int, batch_size: int) -> np.ndarray:
+    """What (Σ_{i∈B} g_i)² / n averages to over batches B of n examples drawn without replacement.
+
+    For N examples with per-weight mean ḡ and mean square s (those of
+    :func:`gradient_moments`), a batch of n distinct examples drawn
+    uniformly has E[Σ_i g_i²] = n s and, for i ≠ k, E[g_i g_k] =
+    (N² ḡ² − N s) / (N (N − 1)), so::
+
+        E[(Σ_i g_i)² / n] = s + (n − 1) (N ḡ² − s) / (N − 1),
+
+    which is s + (n − 1) ḡ² when N ≫ n: the per-example estimate s plus a
+    bias that vanishes where ḡ = 0 (at a stationary point of the mean
+    log-likelihood).
+
+    Args:
+        mean, second: arrays of ḡ and s, one value per weight.
+        count: N, an int >= 2.
+        batch_size: n, an int with 1 <= n <= N.
+
+    Returns:
+        The expectation, one value per weight.
+
+    Example:
+        >>> expected_batch_square(np.array([0.1]), np.array([1.0]), 10**6, 128)
+        array([2.2698...])
+    """
+    count = integer(count, "count", minimum=2)
+    batch_size = integer(batch_size, "batch_size", minimum=1)
+    if batch_size > count:
+        raise ValueError(f"batch_size must be at most count ({count}), got {batch_size}")
+    mean, second = np.asarray(mean, np.float64), np.asarray(second, np.float64)
+    return second + (batch_size - 1) * (count * mean**2 - second) / (count - 1)
 
 def post_gap_factors(model, dataset: tf.data.Dataset, num_batches: int, *, sampled_total: float,
                      exact_total: float) -> dict:
