@@ -6,13 +6,33 @@ import pytest
 import tensorflow as tf
 
 import ewcbook as eb
-from ewcbook.chapters.original_post import PostL2Anchor, post_fisher, post_l2_penalty, post_pipeline
+from ewcbook.chapters.original_post import (
+    POST_CHANGES,
+    PostL2Anchor,
+    post_ewc_runs,
+    post_fisher,
+    post_l2_penalty,
+    post_pipeline,
+    post_train_b,
+)
 
 
 def _model(d=6, hidden=4, classes=3):
     keras.utils.set_random_seed(3)
     return keras.Sequential(
         [keras.Input((d,)), keras.layers.Dense(hidden, activation="tanh"), keras.layers.Dense(classes)]
+    )
+
+
+def _dropout_model(d=6, hidden=4, classes=3):
+    keras.utils.set_random_seed(3)
+    return keras.Sequential(
+        [
+            keras.Input((d,)),
+            keras.layers.Dense(hidden, activation="tanh"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(classes),
+        ]
     )
 
 
@@ -76,6 +96,17 @@ def test_post_fisher_grows_with_the_square_of_the_batch_not_like_the_fisher():
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-9)
 
 
+def test_post_fisher_runs_in_inference_mode_unless_told_otherwise():
+    model = _dropout_model()
+    data, x = _dataset(n=10, batch=5)
+    off = post_fisher(model, data, num_batches=2, broadcast=False)
+    first, second = _by_hand(model, x[:5]), _by_hand(model, x[5:])  # model(x): inference, dropout off
+    for g, a, b in zip(off, first, second):
+        np.testing.assert_allclose(g.numpy(), (a + b) / 2, rtol=1e-5, atol=1e-7)
+    on = post_fisher(model, data, num_batches=2, broadcast=False, training=True)
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in zip(on, off))
+
+
 def test_post_fisher_can_be_used_as_ewc_importance():
     model = _model()
     data, _ = _dataset()
@@ -95,6 +126,7 @@ def test_post_fisher_can_be_used_as_ewc_importance():
         ({"num_batches": 1.5}, TypeError),
         ({"num_batches": True}, TypeError),
         ({"broadcast": "yes"}, TypeError),
+        ({"training": 1}, TypeError),
     ],
 )
 def test_post_fisher_validates_its_arguments(kwargs, error):
@@ -225,3 +257,107 @@ def test_post_l2_anchor_is_the_post_penalty_and_stops_training():
         PostL2Anchor("not a model")
     with pytest.raises(ValueError, match="strength"):
         PostL2Anchor(learner, strength=-1.0)
+
+
+# --- post_train_b -------------------------------------------------------------------
+
+
+def _compiled(model):
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def _inference_loss(model, data):
+    cross_entropy = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return float(np.mean([float(cross_entropy(y, model(x))) for x, y in data]))
+
+
+def test_post_train_b_steps_with_task_a_optimizer_in_inference_mode_by_default():
+    model = _compiled(_dropout_model())
+    data, _ = _dataset(n=10, batch=5)
+    model.optimizer.iterations.assign(7)  # as if task A had trained 7 steps with it
+    loop = post_train_b(model, data, epochs=3)
+    assert (loop.training, loop.shared_optimizer, loop.epochs, len(loop.losses)) == (False, True, 3, 3)
+    assert int(model.optimizer.iterations) == 7 + 3 * 2  # the same optimizer, its state carried on
+
+
+def test_post_train_b_training_flag_switches_dropout_and_the_penalty_is_added():
+    model = _dropout_model()
+    data, _ = _dataset(n=10, batch=5)
+    expected = _inference_loss(model, data)
+    frozen = keras.optimizers.Adam(learning_rate=0.0)  # no weight moves: every epoch sees the same loss
+    off = post_train_b(model, data, lambda: tf.constant(2.0), epochs=2, optimizer=frozen)
+    assert off.training is False and off.shared_optimizer is False
+    assert off.losses == pytest.approx((expected + 2.0, expected + 2.0), rel=1e-5)
+    on = post_train_b(model, data, epochs=2, training=True, optimizer=keras.optimizers.Adam(learning_rate=0.0))
+    assert on.training is True
+    assert not np.allclose(on.losses, expected, rtol=1e-4)  # dropout on: another loss
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"model": "not a model"}, TypeError),
+        ({"dataset": (np.zeros((2, 6), "float32"), np.zeros(2))}, TypeError),
+        ({"penalty": 3.0}, TypeError),
+        ({"epochs": 0}, ValueError),
+        ({"epochs": 1.0}, TypeError),
+        ({"training": 1}, TypeError),
+        ({"optimizer": "adam"}, TypeError),
+    ],
+)
+def test_post_train_b_validates_its_arguments(kwargs, error):
+    data, _ = _dataset()
+    args = {"model": _compiled(_model()), "dataset": data, "epochs": 1, **kwargs}
+    with pytest.raises(error):
+        post_train_b(args.pop("model"), args.pop("dataset"), **args)
+
+
+def test_post_train_b_needs_an_optimizer_and_a_batch():
+    data, _ = _dataset()
+    with pytest.raises(ValueError, match="compiled"):
+        post_train_b(_model(), data, epochs=1)
+    empty = tf.data.Dataset.from_tensor_slices((np.zeros((0, 6), "float32"), np.zeros(0, "int64"))).batch(2)
+    with pytest.raises(ValueError, match="empty"):
+        post_train_b(_compiled(_model()), empty, epochs=1)
+
+
+# --- post_ewc_runs ------------------------------------------------------------------
+
+
+def test_post_ewc_runs_the_post_configuration_and_each_change_from_one_start():
+    task_a, task_b = _task(seed=0), _task(seed=1)
+    # "as run" again last: after "dropout on" has stepped task A's Adam, it must start from A's state again
+    configurations = {**POST_CHANGES, "as run again": POST_CHANGES["as run"]}
+    runs = post_ewc_runs(task_a, task_b, configurations, seed=0, epochs=(1, 2), fisher_batches=2)
+    assert list(runs) == list(configurations)
+    as_run = runs["as run"]
+    assert (as_run.loop.training, as_run.fisher_training, as_run.loop.shared_optimizer) == (False, False, True)
+    assert as_run.loop.epochs == 2 and 0.0 <= as_run.acc_a <= 1.0 and 0.0 <= as_run.acc_b <= 1.0
+    dropout = runs["dropout on"]
+    assert (dropout.loop.training, dropout.fisher_training, dropout.loop.shared_optimizer) == (True, True, True)
+    fresh = runs["fresh Adam"]
+    assert (fresh.loop.training, fresh.fisher_training, fresh.loop.shared_optimizer) == (False, False, False)
+    assert runs["as run again"] == as_run  # the same weights, Adam state and data order: the same run
+
+
+@pytest.mark.parametrize(
+    "kwargs, error",
+    [
+        ({"configurations": []}, TypeError),
+        ({"configurations": {}}, ValueError),
+        ({"configurations": {"x": {"training": False}}}, ValueError),
+        ({"configurations": {"x": {"training": 0, "fresh_optimizer": False}}}, TypeError),
+        ({"task_a": "A"}, TypeError),
+        ({"epochs": 3}, TypeError),
+        ({"epochs": (3, 0)}, ValueError),
+        ({"fisher_batches": 0}, ValueError),
+        ({"strength": -1.0}, ValueError),
+        ({"seed": -1}, ValueError),
+    ],
+)
+def test_post_ewc_runs_validates_its_arguments(kwargs, error):
+    args = {"task_a": _task(n=8), "task_b": _task(n=8, seed=1), **kwargs}
+    with pytest.raises(error):
+        post_ewc_runs(args.pop("task_a"), args.pop("task_b"), **args)
