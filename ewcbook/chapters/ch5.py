@@ -353,73 +353,78 @@ def curve(rows, setting: str, method: str, key: str = "mean"):
 
 
 def table(rows, setting: str, methods, strengths=None) -> str:
-    """One line per method: its λ and test accuracies, mean [95 % interval] over seeds."""
-    lines = [f"{'method':22s} {'lambda':>7s}   {'acc A':^19s}   {'acc B':^19s}   {'mean of A, B':^19s}"]
+    """One line per method: its λ and test accuracies over seeds, each as the mean ± the
+    half-width of its 95 % t-interval (the interval is symmetric), in 74 characters."""
+    head = ("acc A", "acc B", "mean of A, B")
+    lines = [(f"{'method':22s} {'λ':>6s}  " + "  ".join(f"{h:^13s}" for h in head)).rstrip()]
     for m in methods:
         s = intervals(rows, setting, m)
         lam = (strengths or {}).get(m)
-        cells = "   ".join(f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]" for v in (s["acc_A"], s["acc_B"], s["mean"]))
-        lines.append(f"{label(m):22s} {'-' if lam is None else format(lam, 'g'):>7s}   {cells}")
+        cells = "  ".join(f"{v[0]:.3f} ± {(v[2] - v[1]) / 2:.3f}" for v in (s["acc_A"], s["acc_B"], s["mean"]))
+        lines.append(f"{label(m):22s} {'-' if lam is None else format(lam, 'g'):>6s}  {cells}")
     return "\n".join(lines)
 
 
 def selection_figure(rows, setting: str, methods, chosen: dict, seeds: int):
-    """Validation accuracy along the grid: the frontier (A against B) and the selection criterion."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.2))
+    """Validation accuracy along the grid: the frontier (A against B, top) and the
+    selection criterion (bottom), stacked so that both read at the page's width."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 8.6), height_ratios=(1.15, 1.0))
     none = {k: np.mean([r[k] for r in _rows(rows, setting, "none")]) for k in ("acc_A", "acc_B", "mean")}
-    left.plot(none["acc_A"], none["acc_B"], "s", color=color("none"), ms=8, label=label("none"))
-    right.axhline(none["mean"], color=color("none"), ls="--", lw=1, label=label("none"))
+    top.plot(none["acc_A"], none["acc_B"], "s", color=color("none"), ms=8, label=label("none"))
+    bottom.axhline(none["mean"], color=color("none"), ls="--", lw=1, label=label("none"))
     for m in methods:
         lams, acc_a = curve(rows, setting, m, "acc_A")
         _, acc_b = curve(rows, setting, m, "acc_B")
         _, mean = curve(rows, setting, m, "mean")
         pick = int(np.flatnonzero(lams == chosen[m])[0])
-        name = f"{label(m)}, chosen λ = {chosen[m]:g}"
-        left.plot(acc_a, acc_b, "o-", color=color(m), ms=3, lw=1.2, label=name)
-        left.plot(acc_a[pick], acc_b[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
-        right.plot(lams, mean, "o-", color=color(m), ms=3, lw=1.2)
-        right.plot(lams[pick], mean[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
-    left.set(
+        top.plot(acc_a, acc_b, "o-", color=color(m), ms=3, lw=1.2, label=f"{label(m)}, chosen λ = {chosen[m]:g}")
+        top.plot(acc_a[pick], acc_b[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
+        bottom.plot(lams, mean, "o-", color=color(m), ms=3, lw=1.2)
+        bottom.plot(lams[pick], mean[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
+    top.set(
         xlabel="validation accuracy on task A",
         ylabel="validation accuracy on task B",
         xlim=(0, 1.02),
         ylim=(0, 1.02),
         title="Frontiers: A against B along the grid of λ",
     )
-    right.set(
+    bottom.set(
         xscale="log",
         xlabel="λ (total stiffness; importance normalised to mean 1)",
         ylabel="mean of the validation accuracies",
         title="Selection criterion along the grid",
     )
-    left.legend(loc="lower left", fontsize=8)
-    right.legend(loc="lower left", fontsize=8)
+    top.legend(loc="lower left")
+    bottom.legend(loc="lower left")
     fig.suptitle(
-        f"{setting.capitalize()}: validation accuracy, mean over {seeds} selection seeds (circles: the chosen λ)",
-        fontsize=11,
+        f"{setting.capitalize()}: validation accuracy, mean over {seeds} selection seeds\n(circles: the chosen λ)"
     )
     fig.tight_layout()
     return fig
 
 
 def differences_figure(differences: dict):
-    """Paired differences to a baseline with their 95 % intervals, one panel per setting.
+    """Paired differences to a baseline with their 95 % intervals, one panel per
+    setting, stacked so that the labels read at the page's width.
 
     Args:
         differences: ``{setting: [Difference, ...]}``.
     """
-    fig, axes = plt.subplots(1, len(differences), figsize=(10.0, 3.2), squeeze=False)
-    for ax, (setting, diffs) in zip(axes[0], differences.items()):
+    counts = [len(diffs) for diffs in differences.values()]
+    fig, axes = plt.subplots(
+        len(differences), 1, figsize=(6.4, 1.6 + 0.55 * sum(counts)), height_ratios=counts, squeeze=False
+    )
+    for ax, (setting, diffs) in zip(axes[:, 0], differences.items()):
         for i, d in enumerate(diffs):
             ax.errorbar(
                 d.diff, i, xerr=[[d.diff - d.low], [d.high - d.diff]], fmt="o", color=color(d.method), capsize=3, ms=6
             )
         ax.axvline(0, color="0.3", lw=1)
-        ax.set_yticks(range(len(diffs)), [f"{label(d.method)} − {label(d.baseline)}" for d in diffs], fontsize=8)
+        ax.set_yticks(range(len(diffs)), [f"{label(d.method)} − {label(d.baseline)}" for d in diffs])
         ax.set_ylim(-0.6, len(diffs) - 0.4)
         ax.invert_yaxis()
         ax.set(xlabel="difference in mean test accuracy of A and B", title=setting)
-    fig.suptitle("Paired differences at the chosen λ: mean and 95 % t-interval over seeds", fontsize=11)
+    fig.suptitle("Paired differences at the chosen λ:\nmean and 95 % t-interval over seeds")
     fig.tight_layout()
     return fig
 
