@@ -25,7 +25,7 @@ import urllib.parse
 import nbformat
 import pytest
 import yaml
-from conftest import toc_documents
+from conftest import glued_values, toc_documents
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -245,3 +245,55 @@ def test_bibliography_rendered_once():
     directive = re.compile(r"(?:```|:::)\{bibliography\}")
     count = sum(len(directive.findall(text)) for doc in existing for text in _markdown_texts(doc))
     assert count == 1, f"expected one {{bibliography}} directive in the book, found {count}"
+
+
+# The page shows about 79 characters of a code line (1280 px wide); longer ones scroll off to the right.
+PAGE_WIDTH = 79
+HIDDEN_INPUT = {"remove-input", "remove-cell"}
+# a notebook's shell or magic install line (a URL that cannot be cut)
+INSTALL_LINE = re.compile(r"^\s*[%!]pip\b")
+# inline or display math, which MathJax typesets (the asterisks and underscores in it are TeX's)
+_MATH = re.compile(r"\$\$.+?\$\$|\$[^$]+\$", re.S)
+# TeX-style sub- and superscripts typed outside math: Markdown reads "θ*_A ... θ*_{A,j}" as emphasis
+TEX_OUTSIDE_MATH = re.compile(r"\*_|_\{|\^\{")
+# a whole glued value set in bold: **{glue:text}`key`**
+BOLD_GLUE = re.compile(r"\*\*\{glue(?::\w+)?\}`([^`:]+)(?::[^`]*)?`\*\*")
+
+
+@notebooks
+def test_visible_code_fits_the_page(doc):
+    """Every line of a visible code cell fits the page: at most 79 characters."""
+    long = []
+    for index, cell in enumerate(_notebook(doc).cells):
+        if cell.cell_type != "code" or HIDDEN_INPUT & set(_tags(cell)):
+            continue
+        for line in cell.source.splitlines():
+            if len(line) > PAGE_WIDTH and not INSTALL_LINE.match(line):
+                long.append(f"cell {index}: {len(line)} characters: {line[:60]}...")
+    assert not long, f"{len(long)} visible code lines longer than {PAGE_WIDTH} characters: {long[:5]}"
+
+
+@documents
+def test_math_is_written_as_math(doc):
+    """Sub- and superscripts in Markdown are inside $...$, where MathJax reads them, not Markdown."""
+    found = []
+    for text in _markdown_texts(doc):
+        prose = _MATH.sub("", text)
+        for match in TEX_OUTSIDE_MATH.finditer(prose):
+            found.append(prose[max(0, match.start() - 25) : match.end() + 10].replace("\n", " "))
+    assert not found, f"math typed outside $...$: {found[:5]}"
+
+
+@notebooks
+def test_no_glued_sentence_in_bold(doc):
+    """Numbers may be bold; a whole glued sentence in bold reads as shouting."""
+    notebook = _notebook(doc)
+    values = glued_values(notebook)
+    bold = []
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            for key in BOLD_GLUE.findall(cell.source):
+                value = values.get(key)
+                if isinstance(value, str) and len(value.split()) > 3:
+                    bold.append(f"{key}: {value[:60]}")
+    assert not bold, f"glued sentences set in bold: {bold}"
