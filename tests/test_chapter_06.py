@@ -32,11 +32,20 @@ def check_claims(v: dict, *, margin: float, full: bool) -> None:
         assert v["ch6_diff_ewc_none_low"] > 0, "seed by seed"
     # every verdict sentence is the one its interval calls for
     verdicts = [k[len("ch6_verdict_"):] for k in v if k.startswith("ch6_verdict_") and f"ch6_choices_{k[12:]}" in v]
-    assert len(verdicts) >= 6
+    assert len(verdicts) >= 8  # six paired comparisons, and the level and gain against van de Ven and Tolias
     for key in verdicts:
         low, high = v[f"ch6_diff_{key}_low"], v[f"ch6_diff_{key}_high"]
         assert v[f"ch6_verdict_{key}"] == expected_verdict(low, high, v[f"ch6_choices_{key}"]), key
         assert low <= v[f"ch6_diff_{key}"] <= high
+        if low <= 0 <= high:  # an unresolved comparison states how large a difference its interval allows
+            assert f"not resolved: the interval allows differences up to {max(abs(low), abs(high)):.3f}" in (
+                v[f"ch6_verdict_{key}"]), key
+    # joint training, the upper bound, gets at least as many steps as the sequence
+    assert v["ch6_joint_step_fraction"] >= 1
+    # the one-seed ablation is read against twice the SD of a difference of two one-seed runs
+    assert v["ch6_abl_two_sd"] == pytest.approx(2 * 2**0.5 * v["ch6_abl_seed_sd"])
+    keep_adam = v["ch6_abl_acc_keep_adam"] - v["ch6_abl_acc_base"]
+    assert v["ch6_abl_keep_adam_status"].startswith("beyond") == (abs(keep_adam) > v["ch6_abl_two_sd"])
     goal_low, goal_high = v["ch6_avg_acc_ewc_low"] - 0.943, v["ch6_avg_acc_ewc_high"] - 0.943
     assert ("above" in v["ch6_verdict_goal"]) == (goal_low > 0)
     assert ("below" in v["ch6_verdict_goal"]) == (goal_high < 0)

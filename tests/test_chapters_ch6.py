@@ -1,5 +1,8 @@
 """ewcbook.chapters.ch6: the shared first task, runs over seeds, intransigence, the merged-quadratic check."""
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -117,3 +120,21 @@ def test_weakest_within_noise_takes_the_weakest_penalty_the_noise_cannot_separat
     assert ch6.weakest_within_noise(scores, strengths, 10**9)[0] == "c"  # no noise: the best
     with pytest.raises(ValueError, match="same candidates"):
         ch6.weakest_within_noise(scores, {"a": 1}, 10)
+
+
+def test_not_resolved_states_the_largest_difference_the_interval_allows():
+    assert ch6.not_resolved("A against B", (0.01, -0.05, 0.03)) == (
+        "A against B is not resolved: the interval allows differences up to 0.050")
+    with pytest.raises(TypeError, match="subject"):
+        ch6.not_resolved("", (0.0, -1.0, 1.0))
+
+
+def test_the_ablation_benchmark_runs_a_level_and_reports_it():
+    """A smoke run of benchmarks/permuted_ablation.py's run() on tiny tasks (the full run is the committed JSON)."""
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "permuted_ablation.py"
+    spec = importlib.util.spec_from_file_location("permuted_ablation", path)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    row = ablation.run("keep_adam", seed=1, tasks=small_tasks(2))
+    assert row["name"] == "keep_adam" and row["seed"] == 1 and row["config"]["reset_optimizer"] is False
+    assert 0.0 <= row["average_accuracy"] <= 1.0 and len(row["R"]) == 2

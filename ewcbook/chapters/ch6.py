@@ -30,7 +30,7 @@ from ewcbook.evaluation import average_accuracy, backward_transfer, evaluate_tas
 from ewcbook.models import mlp
 from ewcbook.penalties import EWC
 from ewcbook.protocol import Consolidation, SequenceResult, train_sequence
-from ewcbook.stats import mean_interval
+from ewcbook.stats import Interval, mean_interval
 from ewcbook.training import ContinualModel, fit_task
 from ewcbook.utils import set_seed
 
@@ -178,6 +178,28 @@ def run_joint(make_tasks, seeds, *, hidden=(400, 400), **settings) -> list[Joint
 # --- reading the accuracy matrix ------------------------------------------------------------
 
 
+def not_resolved(subject: str, interval) -> str:
+    """The verdict for a difference whose interval contains 0, with the power it had.
+
+    Args:
+        subject: what was compared, e.g. ``"online EWC against EWC"``.
+        interval: ``(mean, low, high)`` of the difference.
+
+    Returns:
+        ``"<subject> is not resolved: the interval allows differences up to X"``,
+        X the larger end in absolute value.
+
+    Example:
+        >>> not_resolved("A against B", (0.01, -0.02, 0.04))
+        'A against B is not resolved: the interval allows differences up to 0.040'
+    """
+    if not isinstance(subject, str) or not subject:
+        raise TypeError(f"subject must be a non-empty str, got {subject!r}")
+    _, low, high = Interval(*(float(x) for x in interval))
+    return f"{subject} is not resolved: the interval allows differences up to {max(abs(low), abs(high)):.3f}"
+
+
+
 def intransigence(R, reference) -> float:
     """Mean over tasks k of ``reference[k] − R[k, k]`` (Chaudhry et al. 2018):
     how much worse each task is learned, when it is learned, than by a
@@ -321,7 +343,7 @@ def matrix_grid(matrices: dict, *, columns: int = 3, title: str | None = None, n
     if not matrices:
         raise ValueError("matrices must not be empty")
     rows = -(-len(matrices) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.9 * columns + 0.8, 2.9 * rows + 0.4), squeeze=False,
+    fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns + 0.8, 3.4 * rows + 0.4), squeeze=False,
                              layout="constrained")
     image = None
     for ax, (method, R) in zip(axes.flat, matrices.items()):
@@ -329,20 +351,22 @@ def matrix_grid(matrices: dict, *, columns: int = 3, title: str | None = None, n
         T = len(R)
         image = ax.imshow(R, vmin=0, vmax=1, cmap="viridis")
         for i, j in zip(*np.nonzero(~np.isnan(R))):  # NaN: a task not evaluated before it was trained on
-            ax.text(j, i, f"{100 * R[i, j]:.0f}", ha="center", va="center", fontsize=6,
+            ax.text(j, i, f"{100 * R[i, j]:.0f}", ha="center", va="center", fontsize=9,
                     color="white" if R[i, j] < 0.6 else "black")
         ticks = list(range(T))
         labels = names or [str(k + 1) for k in ticks]
         ax.set(xticks=ticks, yticks=ticks, title=label(method))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=10)
+        ax.set_yticklabels(labels, fontsize=10)
         ax.grid(False)
     for ax in axes.flat[len(matrices):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("after training on task")
-    for ax in axes[-1, :]:
-        ax.set_xlabel("accuracy on task")
+    for col in range(columns):  # under the lowest panel of each column
+        shown = [axes[r, col] for r in range(rows) if r * columns + col < len(matrices)]
+        if shown:
+            shown[-1].set_xlabel("accuracy on task")
     fig.colorbar(image, ax=axes, shrink=0.5, label="test accuracy")
     if title:
         fig.suptitle(title)
