@@ -78,6 +78,7 @@ VERDICT_INTERVALS = [
     (r"^(ch5_.*)_(?:verdict|kind)$", r"\1_low", r"\1_high"),
     (r"^ch6_verdict_(.*)$", r"ch6_diff_\1_low", r"ch6_diff_\1_high"),
     (r"^ch7_verdict$", "ch7_diff_low", "ch7_diff_high"),
+    (r"^ch7_exact_verdict$", "ch7_exact_diff_low", "ch7_exact_diff_high"),
     (r"^ch8_verdict_(.*)$", r"ch8_diff_\1_low", r"ch8_diff_\1_high"),
     (r"^(app_faithful_diff_.*)_verdict$", r"\1_low", r"\1_high"),
 ]
