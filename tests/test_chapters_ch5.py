@@ -32,7 +32,44 @@ def test_paired_difference_pairs_by_seed_and_verdicts_follow_the_interval():
     tie = ch5.difference(rows_of({"l2": base, "ewc": base + rng.normal(0, 0.01, 10)}), "one head",
                                        "ewc", "l2")  # fmt: skip
     text = ch5.sentence(tie)
-    assert tie.kind == "inconclusive" and "cannot be told apart" in text and f"{tie.low:+.3f}" in text
+    assert tie.kind == "inconclusive" and "are not resolved" in text and f"{tie.low:+.3f}" in text
+    # a verdict and its interval use one sign convention: the winner first
+    assert f"(95 % interval of L2 − none: {-worse.high:+.3f} to {-worse.low:+.3f}, 10 seeds)" in ch5.sentence(worse)
+    assert f"EWC (sampled) − L2: {better.low:+.3f} to {better.high:+.3f}" in ch5.sentence(better)
+
+
+def grid_rows(scores: dict, grid, noise=(-0.01, 0.0, 0.01)) -> list[dict]:
+    return [
+        dict(setting="one head", method=m, strength=lam, seed=s, acc_A=0.5, acc_B=v + e, mean=v + e)
+        for m, values in scores.items()
+        for lam, v in zip(grid, values)
+        for s, e in enumerate(noise)
+    ]
+
+
+def test_dominance_sentence_follows_the_paired_best_points():
+    grid = [0.1, 1.0, 10.0]
+    rows = grid_rows({"l2": [0.7, 0.8, 0.6], "ewc": [0.65, 0.7, 0.7], "ewc_eps": [0.6, 0.79, 0.6]}, grid)
+    assert ch5.best_point(rows, "one head", "ewc") == (1.0, pytest.approx(0.7))
+    d = ch5.best_difference(rows, "one head", "l2", "ewc")
+    assert d.diff == pytest.approx(0.1) and d.kind == "better"
+    text = ch5.dominance_sentence(rows, "one head", ["l2", "ewc"])
+    assert text.startswith("no other method reaches the L2 anchor's best point (0.800 at λ = 1; 3 selection seeds)")
+    assert "EWC (sampled Fisher) 0.700 at λ = 1 (L2 − EWC (sampled): +0.100" in text
+    rows = grid_rows({"l2": [0.7, 0.8, 0.6], "ewc_eps": [0.6, 0.85, 0.6]}, grid)
+    text = ch5.dominance_sentence(rows, "one head", ["l2", "ewc_eps"])
+    assert text.startswith("somewhere on the grid, some methods go above") and "(EWC (F + ε) − L2: +0.050" in text
+
+
+def test_strong_end_sentence_and_ratio_text():
+    rows = grid_rows({"l2": [0.9, 0.5, 0.21], "ewc": [0.9, 0.8, 0.6]}, [0.1, 1.0, 10.0], noise=(0.0, 0.0))
+    text = ch5.strong_end_sentence(rows, "one head", ["l2", "ewc"], chance=0.2)
+    assert text.startswith("at λ = 10, on validation images (chance is 0.2)")
+    assert "the L2 anchor learns next to nothing of task B (0.210)" in text
+    assert "EWC (sampled Fisher) still learns part of task B (0.600)" in text
+    assert ch5.ratio_text(908.6) == "909 times more" and ch5.ratio_text(0.4) == "2.5 times less"
+    with pytest.raises(ValueError, match="ratio"):
+        ch5.ratio_text(0.0)
 
 
 def test_select_picks_the_best_mean_and_flags_the_ends():
@@ -89,7 +126,10 @@ def test_two_head_runs_match_one_network_trained_alone():
     learner = eb.ContinualModel(eb.mlp())
     eb.fit_task(learner, task_a, epochs=1, seed=0)
     theta_a = learner.network.get_weights()
-    accs = ch5.two_head_runs(learner.network, [task_a, task_b], [("none", 0.0)], {}, epochs=1, seed=3)
+    accs = ch5.two_head_runs(
+        learner.network, [task_a, task_b], [("none", 0.0)], {}, epochs=1, seed=3, read=[task_a, task_b]
+    )
+    assert accs.shape == (1, 4) and np.array_equal(accs[:, 2:], accs[:, :2])  # read: the same copies, more tasks
     # the same run by hand: trunk from A, a fresh head B, trained alone; A read through head A
     head_b = tf.keras.initializers.GlorotUniform(seed=3)((128, 5)).numpy()
     net_b = eb.mlp()
@@ -99,7 +139,7 @@ def test_two_head_runs_match_one_network_trained_alone():
     net_a.set_weights(net_b.get_weights()[:2] + theta_a[2:])
     expected = [eb.evaluate_tasks(eb.ContinualModel(net_a), [task_a])[0],
                 eb.evaluate_tasks(eb.ContinualModel(net_b), [task_b])[0]]  # fmt: skip
-    np.testing.assert_allclose(accs[0], expected, atol=2 / 64)
+    np.testing.assert_allclose(accs[0, :2], expected, atol=2 / 64)
     assert np.array_equal(learner.network.get_weights()[0], theta_a[0])  # the starting network is left alone
 
 

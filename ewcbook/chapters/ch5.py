@@ -140,14 +140,15 @@ def _entries(runs, imp, mask=None):
     return entries
 
 
-def one_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int) -> np.ndarray:
+def one_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int, read=None) -> np.ndarray:
     """Accuracies ``(runs, 2)`` on ``tasks`` after training task B from ``network`` once per
-    ``(method, λ)`` of ``runs``, side by side, the output layer shared by both tasks."""
+    ``(method, λ)`` of ``runs``, side by side, the output layer shared by both tasks; with ``read``
+    (two more tasks, e.g. the test sets), ``(runs, 4)``: the same copies read on those too."""
     stacked = train_copies(network, tasks[1], _entries(runs, imp), epochs=epochs, seed=seed)
-    return copy_accuracies(stacked, tasks)
+    return np.concatenate([copy_accuracies(stacked, t) for t in [tasks, *([read] if read else [])]], axis=1)
 
 
-def two_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int) -> np.ndarray:
+def two_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int, read=None) -> np.ndarray:
     """As :func:`one_head_runs`, with one output layer per task.
 
     Task B trains the shared hidden layer and a fresh head B (Glorot-initialised
@@ -165,7 +166,14 @@ def two_head_runs(network, tasks, runs, imp, *, epochs: int, seed: int) -> np.nd
     for layer_a, layer_b in zip(stacked_layers(stacked_a)[:-1], stacked_layers(stacked_b)[:-1]):
         layer_a.kernel.assign(layer_b.kernel)
         layer_a.bias.assign(layer_b.bias)
-    return np.concatenate([copy_accuracies(stacked_a, tasks[:1]), copy_accuracies(stacked_b, tasks[1:])], axis=1)
+    return np.concatenate(
+        [
+            copy_accuracies(stacked, [task])
+            for pair in [tasks, *([read] if read else [])]
+            for stacked, task in zip((stacked_a, stacked_b), pair)
+        ],
+        axis=1,
+    )
 
 
 class TwoHeadLoss(ContinualModel):
@@ -203,7 +211,7 @@ def joint_run(tasks, *, two_heads: bool, epochs: int, seed: int) -> np.ndarray:
     return np.asarray(accs)
 
 
-def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -> list[dict]:
+def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False, read=None) -> list[dict]:
     """Every run of the protocol, for every seed.
 
     Args:
@@ -216,10 +224,13 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -
         one_head, two_heads: ``(method, λ)`` pairs to train in each setting
             (``("none", 0.0)`` for no penalty).
         joint: also train the joint reference in each setting that has runs.
+        read: optionally two more tasks (the test sets, for reading only) on
+            which the same networks are also read.
 
     Returns:
         One dict per run: ``setting``, ``method``, ``strength``, ``seed``,
-        ``acc_A``, ``acc_B``, ``mean`` (of the two).
+        ``acc_A``, ``acc_B``, ``mean`` (of the two); with ``read``, also
+        ``read_A``, ``read_B`` and ``read_mean`` (not for joint training).
     """
     task_a, task_b = tasks
     epochs_a, epochs_b = epochs
@@ -229,18 +240,12 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -
     rows = []
 
     def add(setting, method, strength, seed, accs):
-        acc_a, acc_b = (float(a) for a in accs)
-        rows.append(
-            dict(
-                setting=setting,
-                method=method,
-                strength=float(strength),
-                seed=int(seed),
-                acc_A=acc_a,
-                acc_B=acc_b,
-                mean=(acc_a + acc_b) / 2,
-            )
-        )
+        acc = [float(a) for a in accs]
+        row = dict(setting=setting, method=method, strength=float(strength), seed=int(seed))
+        row.update(acc_A=acc[0], acc_B=acc[1], mean=(acc[0] + acc[1]) / 2)
+        if len(acc) == 4:
+            row.update(read_A=acc[2], read_B=acc[3], read_mean=(acc[2] + acc[3]) / 2)
+        rows.append(row)
 
     for seed in seeds:
         learner = _train_a(task_a, seed, epochs_a)
@@ -248,7 +253,7 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False) -
         for setting, runs, train in (("one head", one_head, one_head_runs), ("two heads", two_heads, two_head_runs)):
             if not runs:
                 continue
-            accs = train(learner.network, tasks, runs, imp, epochs=epochs_b, seed=seed + 1)
+            accs = train(learner.network, tasks, runs, imp, epochs=epochs_b, seed=seed + 1, read=read)
             for (method, strength), acc in zip(runs, accs):
                 add(setting, method, strength, seed, acc)
             if joint:
@@ -318,14 +323,26 @@ def sentence(d: Difference, names=None) -> str:
     """
     names = {**IN_SENTENCE, **(names or {})}
     name, other = (names.get(m, label(m)) for m in (d.method, d.baseline))
-    span = f"95 % interval of the difference {d.low:+.3f} to {d.high:+.3f}, {d.seeds} seeds"
+    short = {m: _short(m) for m in (d.method, d.baseline)}
+    if d.kind == "worse":  # said as the baseline's win: the interval of baseline − method
+        return (
+            f"{other} beats {name} by {-d.diff:.3f} (95 % interval of {short[d.baseline]} − {short[d.method]}: "
+            f"{-d.high:+.3f} to {-d.low:+.3f}, {d.seeds} seeds)"
+        )
+    span = f"95 % interval of {short[d.method]} − {short[d.baseline]}: {d.low:+.3f} to {d.high:+.3f}, {d.seeds} seeds"
     if d.kind == "better":
         return f"{name} beats {other} by {d.diff:.3f} ({span})"
-    if d.kind == "worse":
-        return f"{other} beats {name} by {-d.diff:.3f} ({span})"
+    width = max(abs(d.low), abs(d.high))
     return (
-        f"{name} and {other} cannot be told apart: the difference is {d.diff:+.3f} and its interval contains 0 ({span})"
+        f"{name} and {other} are not resolved: {short[d.method]} − {short[d.baseline]} is {d.diff:+.3f}, and its "
+        f"95 % interval, {d.low:+.3f} to {d.high:+.3f} ({d.seeds} seeds), contains 0: it allows differences up to "
+        f"{width:.3f}"
     )
+
+
+def _short(method: str) -> str:
+    """A method's name inside a difference, e.g. "L2" or "EWC (sampled)"."""
+    return {"none": "none", "l2": "L2", "joint": "joint"}.get(method, label(method).replace(" Fisher)", ")"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,14 +494,18 @@ def flat_sentence(rows, setting: str, methods) -> str:
         best = [r["mean"] for r in _rows(rows, setting, m, float(lams[int(np.argmax(means))]))]
         error = float(np.std(best, ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0
         if means.max() - means.min() < 2 * error:
-            flat.append(f"{IN_SENTENCE.get(m, label(m))} (the criterion spans {means.max() - means.min():.3f} "
-                        f"over the grid, one standard error is {error:.3f})")
+            flat.append(
+                f"{IN_SENTENCE.get(m, label(m))} (the criterion spans {means.max() - means.min():.3f} "
+                f"over the grid, one standard error is {error:.3f})"
+            )
     if not flat:
         return "Every method's criterion varies along the grid by more than two standard errors of its best point."
     which = flat[0] if len(flat) == 1 else "; ".join(flat[:-1]) + "; and " + flat[-1]
-    return (f"The selection cannot resolve every curve. Flat within noise: {which}. For "
-            f"{'this method' if len(flat) == 1 else 'these methods'} the chosen λ is one of many that the "
-            "validation data cannot tell apart, and another run may pick another.")
+    return (
+        f"The selection cannot resolve every curve. Flat within noise: {which}. For "
+        f"{'this method' if len(flat) == 1 else 'these methods'} the chosen λ is one of many that the "
+        "validation data cannot tell apart, and another run may pick another."
+    )
 
 
 def edge_sentence(chosen: dict) -> str:
@@ -497,3 +518,150 @@ def edge_sentence(chosen: dict) -> str:
         f"the chosen λ lies at an end of the grid for {which}: the best λ may lie beyond the grid, "
         "so these choices are flagged"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts on the whole grid (validation), and figures of the spread
+
+
+def best_point(rows, setting: str, method: str, key: str = "mean") -> tuple[float, float]:
+    """(λ, score): the grid point with the highest mean over seeds of ``key``, and that mean."""
+    lams, means = curve(rows, setting, method, key)
+    k = int(np.argmax(means))
+    return float(lams[k]), float(means[k])
+
+
+def best_difference(rows, setting: str, method: str, other: str) -> Difference:
+    """``method`` at its best λ minus ``other`` at its best λ (validation criterion), paired by seed."""
+    values = []
+    for m in (method, other):
+        lam, _ = best_point(rows, setting, m)
+        values.append({r["seed"]: r["mean"] for r in _rows(rows, setting, m, lam)})
+    seeds = sorted(set(values[0]) & set(values[1]))
+    if len(seeds) < 2:
+        raise ValueError(f"{method!r} and {other!r} share {len(seeds)} seeds; a paired interval needs 2")
+    mean, low, high = stats.paired_difference([values[0][s] for s in seeds], [values[1][s] for s in seeds])
+    return Difference(method, other, mean, low, high, len(seeds))
+
+
+def dominance_sentence(rows, setting: str, methods, reference: str = "l2") -> str:
+    """Does any method reach ``reference``'s best validation point anywhere on the grid?
+
+    Each method's best grid point is compared with the reference's, paired over
+    the selection seeds (a best point is a maximum over the grid, so both sides
+    carry the same optimism). The verdict comes first, then each comparison,
+    its interval in the direction the verdict speaks of.
+    """
+    ref = IN_SENTENCE.get(reference, label(reference))
+    lam_ref, best_ref = best_point(rows, setting, reference)
+    below, open_, above = [], [], []
+    for m in methods:
+        if m == reference:
+            continue
+        d = best_difference(rows, setting, reference, m)
+        lam, best = best_point(rows, setting, m)
+        name, pair = IN_SENTENCE.get(m, label(m)), (_short(reference), _short(m))
+        if d.kind == "better":
+            below.append(
+                f"{name} {best:.3f} at λ = {lam:g} ({pair[0]} − {pair[1]}: {d.diff:+.3f}, "
+                f"95 % interval {d.low:+.3f} to {d.high:+.3f})"
+            )
+        elif d.kind == "worse":
+            above.append(
+                f"{name} {best:.3f} at λ = {lam:g} ({pair[1]} − {pair[0]}: {-d.diff:+.3f}, "
+                f"95 % interval {-d.high:+.3f} to {-d.low:+.3f})"
+            )
+        else:
+            open_.append(
+                f"{name} {best:.3f} at λ = {lam:g} ({pair[0]} − {pair[1]}: {d.diff:+.3f}, "
+                f"95 % interval {d.low:+.3f} to {d.high:+.3f}, contains 0)"
+            )
+    seeds = len(_rows(rows, setting, reference, lam_ref))
+    where = f"{ref}'s best point ({best_ref:.3f} at λ = {lam_ref:g}; {seeds} selection seeds)"
+    if above:
+        head = f"somewhere on the grid, some methods go above {where}"
+    elif open_:
+        head = (
+            f"no other method is shown to go above {where} anywhere on the grid, and not every comparison is resolved"
+        )
+    else:
+        head = f"no other method reaches {where} anywhere on the grid"
+    parts = [head]
+    for what, group in (("below it", below), ("not resolved", open_), ("above it", above)):
+        if group:
+            parts.append(f"{what}: " + "; ".join(group))
+    return parts[0] + ". " + ". ".join(p[0].upper() + p[1:] for p in parts[1:])
+
+
+def strong_end_sentence(rows, setting: str, methods, chance: float) -> str:
+    """Validation accuracy on B at the grid's strongest λ, method by method, against chance."""
+    parts = []
+    for m in methods:
+        lams, acc_b = curve(rows, setting, m, "acc_B")
+        b = float(acc_b[-1])
+        what = "still learns part of task B" if b > chance + 0.1 else "learns next to nothing of task B"
+        parts.append(f"{IN_SENTENCE.get(m, label(m))} {what} ({b:.3f})")
+    return f"at λ = {float(lams[-1]):g}, on validation images (chance is {chance:g}): " + "; ".join(parts)
+
+
+def estimator_sentence(diffs, chosen: dict) -> str:
+    """The test differences between Fisher estimators (each at its own chosen λ) in words."""
+    lams = ", ".join(
+        f"{_short(m)} λ = {chosen[m]:g}" for m in dict.fromkeys(m for d in diffs for m in (d.method, d.baseline))
+    )
+    said = "; ".join(sentence(d) for d in diffs)
+    if all(d.kind == "inconclusive" for d in diffs):
+        return (
+            f"{said}. At their chosen λ ({lams}) the estimators are not resolved on the test set: "
+            "their differences are selection noise"
+        )
+    return (
+        f"{said}. These compare each estimator together with its chosen λ ({lams}), and the selection "
+        "above may not resolve those choices"
+    )
+
+
+def spread_figure(rows, setting: str, methods):
+    """Per-seed test accuracy on A and on B (a strip plot), one row per method, stacked panels."""
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 1.8 + 0.9 * len(methods)), sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, key, task in zip(axes, ("acc_A", "acc_B"), "AB"):
+        for i, m in enumerate(methods):
+            values = [r[key] for r in _rows(rows, setting, m)]
+            ax.plot(values, i + rng.uniform(-0.15, 0.15, len(values)), "o", color=color(m), ms=5, alpha=0.8)
+            ax.plot([np.mean(values)] * 2, [i - 0.3, i + 0.3], color=color(m), lw=2)
+        ax.set_yticks(range(len(methods)), [label(m) for m in methods])
+        ax.invert_yaxis()
+        ax.set(xlabel=f"test accuracy on task {task}", xlim=(-0.02, 1.02))
+    fig.suptitle(f"{setting.capitalize()}: one dot per evaluation seed (bar: the mean)")
+    fig.tight_layout()
+    return fig
+
+
+def read_frontier_figure(rows, setting: str, methods, chosen: dict):
+    """Test accuracy of the selection runs along the whole grid: for reading, never for choosing."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.6))
+    for m in methods:
+        lams, acc_a = curve(rows, setting, m, "read_A")
+        _, acc_b = curve(rows, setting, m, "read_B")
+        pick = int(np.flatnonzero(lams == chosen[m])[0])
+        ax.plot(acc_a, acc_b, "o-", color=color(m), ms=3, lw=1.2, label=label(m))
+        ax.plot(acc_a[pick], acc_b[pick], "o", color=color(m), ms=10, mfc="none", mew=2)
+        ax.annotate(f"{lams[-1]:g}", (acc_a[-1], acc_b[-1]), fontsize=9, color=color(m))
+    ax.set(
+        xlabel="test accuracy on task A",
+        ylabel="test accuracy on task B",
+        xlim=(0, 1.02),
+        ylim=(0, 1.02),
+        title="Test set along the grid: for reading only,\nnot used for choosing (circles: λ chosen on validation)",
+    )
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def ratio_text(ratio: float) -> str:
+    """``actual / predicted`` in words: "909 times more" (or "2.5 times less" below 1)."""
+    if not ratio > 0:
+        raise ValueError(f"ratio must be positive, got {ratio!r}")
+    return f"{ratio:,.0f} times more" if ratio >= 1 else f"{1 / ratio:.1f} times less"
