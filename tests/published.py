@@ -46,7 +46,8 @@ from __future__ import annotations
 import math
 import re
 
-NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+# a number as the prose writes it: 0.745, -1e-05, .5, 8,171 (thousands separated)
+NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
 
 #: (pattern on the glue key, kind, absolute tolerance, relative tolerance); the first match wins.
 RULES = [
@@ -138,7 +139,7 @@ def differences(key: str, fresh, committed, published: dict | None = None, run: 
         return []
     if kind == "number":
         atol += max(interval_half_width(key, published), interval_half_width(key, run))
-    if kind == "log":  # within a factor `atol`, same sign
+    if kind == "log" and not (isinstance(fresh, str) and isinstance(committed, str)):  # within a factor, same sign
         factor = atol
         ok = isinstance(fresh, (int, float)) and isinstance(committed, (int, float)) and fresh * committed > 0
         if ok and abs(math.log(fresh / committed)) <= math.log(factor):

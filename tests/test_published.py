@@ -51,6 +51,9 @@ def test_published_numbers_are_reproduced(doc):
         ("ch5_demo_rise_ratio", 17449.0, 7322.0, True),
         ("ch5_demo_rise_ratio", 73220.0, 7322.0, False),
         ("ch5_demo_rise_ratio", -7322.0, 7322.0, False),
+        ("ch5_demo_rise_text", "8,171 times more", "8,171 times more", True),  # a rise as words: numbers masked
+        ("ch5_demo_rise_text", "909 times more", "8,171 times more", True),
+        ("ch5_demo_rise_text", "909 times less", "8,171 times more", False),
         ("ch5_diff_ewc_l2", -0.004, 0.003, True),
         ("ch4_total_fisher_exact", 9.9, 9.497, True),  # a few per cent
         ("ch4_total_fisher_exact", 12.0, 9.497, False),
