@@ -297,3 +297,16 @@ def test_no_glued_sentence_in_bold(doc):
                 if isinstance(value, str) and len(value.split()) > 3:
                     bold.append(f"{key}: {value[:60]}")
     assert not bold, f"glued sentences set in bold: {bold}"
+
+
+@notebooks
+def test_each_glue_key_once(doc):
+    """A key glued twice in one notebook is a duplicate-glue warning, which fails the -W builds."""
+    names = [
+        out.get("metadata", {}).get("scrapbook", {}).get("name")
+        for cell in _notebook(doc).cells
+        for out in cell.get("outputs", [])
+    ]
+    names = [name for name in names if name]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    assert not twice, f"glued more than once: {twice}"
