@@ -7,6 +7,7 @@ import functools
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -139,3 +140,14 @@ def run_chapter():
         return _run_chapter(name, tuple(sorted(params.items())))
 
     return run
+
+
+def small_permuted_tasks(count: int = 3, n: int = 64) -> list:
+    """``count`` tiny permuted-MNIST-shaped tasks of random images (the first unpermuted), for sequence tests."""
+    import ewcbook as eb  # the library's import (TensorFlow) only for the tests that use it
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, size=n)
+    perms = [np.arange(784)] + [rng.permutation(784) for _ in range(count - 1)]
+    return [eb.Task(f"P{k}", x, y, x[:16], y[:16], num_classes=10, permutation=perms[k]) for k in range(count)]

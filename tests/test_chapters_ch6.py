@@ -5,22 +5,15 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import small_permuted_tasks
 
 import ewcbook as eb
 from ewcbook.chapters import ch6, style
 
 
-def small_tasks(count=3, n=64):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
-    y = rng.integers(0, 10, size=n)
-    perms = [np.arange(784)] + [rng.permutation(784) for _ in range(count - 1)]
-    return [eb.Task(f"P{k}", x, y, x[:16], y[:16], num_classes=10, permutation=perms[k]) for k in range(count)]
-
-
 @pytest.mark.parametrize("reset_optimizer", [True, False])
 def test_a_shared_first_task_gives_the_same_sequence_as_training_it_again(reset_optimizer):
-    tasks = small_tasks()
+    tasks = small_permuted_tasks()
     ewc = eb.Consolidation("ewc", 10.0)
     settings = dict(epochs=2, batch_size=16, reset_optimizer=reset_optimizer, seed=5)
     eb.set_seed(5)
@@ -37,7 +30,7 @@ def test_a_shared_first_task_gives_the_same_sequence_as_training_it_again(reset_
 
 
 def test_a_start_must_be_one_task_without_penalty():
-    tasks = small_tasks()
+    tasks = small_permuted_tasks()
     eb.set_seed(0)
     two = eb.train_sequence(eb.mlp(10, (8,)), tasks[:2], eb.Consolidation("l2", 1.0), epochs=1)
     with pytest.raises(ValueError, match="first must be"):
@@ -56,7 +49,7 @@ def test_intransigence_and_seen_curve():
 
 
 def test_joint_training_sees_every_task_through_its_own_permutation():
-    tasks = small_tasks()
+    tasks = small_permuted_tasks()
     eb.set_seed(0)
     joint = ch6.train_joint(eb.mlp(10, (8,)), tasks, epochs=1, batch_size=32)
     assert joint.accuracies.shape == (3,) and int(joint.learner.optimizer.iterations) == 6  # 3 * 64 / 32
@@ -68,7 +61,7 @@ def test_joint_training_sees_every_task_through_its_own_permutation():
 
 
 def test_train_joint_and_run_methods_are_paired_by_seed():
-    tasks = small_tasks(2)
+    tasks = small_permuted_tasks(2)
     joint = ch6.run_joint(lambda s: tasks, seeds=[0], hidden=(8,), epochs=1, batch_size=32)
     assert joint[0].accuracies.shape == (2,)
     runs = {"none": {"method": "none"}, "ewc": {"method": "ewc", "strength": 1.0}}
@@ -135,6 +128,6 @@ def test_the_ablation_benchmark_runs_a_level_and_reports_it():
     spec = importlib.util.spec_from_file_location("permuted_ablation", path)
     ablation = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ablation)
-    row = ablation.run("keep_adam", seed=1, tasks=small_tasks(2))
+    row = ablation.run("keep_adam", seed=1, tasks=small_permuted_tasks(2))
     assert row["name"] == "keep_adam" and row["seed"] == 1 and row["config"]["reset_optimizer"] is False
     assert 0.0 <= row["average_accuracy"] <= 1.0 and len(row["R"]) == 2

@@ -5,18 +5,11 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import small_permuted_tasks
 
 import ewcbook as eb
 from ewcbook import kfac
 from ewcbook.chapters import ch7
-
-
-def small_tasks(count=3, n=64):
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
-    y = rng.integers(0, 10, size=n)
-    perms = [np.arange(784)] + [rng.permutation(784) for _ in range(count - 1)]
-    return [eb.Task(f"P{k}", x, y, x[:16], y[:16], num_classes=10, permutation=perms[k]) for k in range(count)]
 
 
 def sequence(consolidation, tasks):
@@ -26,7 +19,7 @@ def sequence(consolidation, tasks):
 
 
 def test_one_term_per_task_all_anchored_at_the_latest_weights():
-    tasks = small_tasks()
+    tasks = small_permuted_tasks()
     result = sequence(ch7.KroneckerSum(2.0, fisher_samples=32), tasks)
     terms = result.learner.penalties  # consolidated after every task but the last
     assert len(terms) == len(tasks) - 1 and all(isinstance(t, kfac.KroneckerEWC) for t in terms)
@@ -39,7 +32,7 @@ def test_one_term_per_task_all_anchored_at_the_latest_weights():
 
 def test_with_one_past_task_the_exact_sum_is_the_merged_penalty():
     # nothing is merged before the second task is trained, so the two sequences are one
-    tasks = small_tasks(2)
+    tasks = small_permuted_tasks(2)
     exact = sequence(ch7.KroneckerSum(2.0, fisher_samples=32), tasks)
     merged = sequence(kfac.KroneckerConsolidation(2.0, fisher_samples=32), tasks)
     np.testing.assert_allclose(exact.R, merged.R)
@@ -61,7 +54,7 @@ def test_the_control_benchmark_runs_both_methods_and_reports_them():
     control = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(control)
     settings = {**control.SETTINGS, "hidden": [8], "epochs": 1, "batch_size": 16, "fisher_samples": 32}
-    rows = {m: control.run(m, small_tasks(3), 2.0, seed=1, settings=settings) for m in control.METHODS}
+    rows = {m: control.run(m, small_permuted_tasks(3), 2.0, seed=1, settings=settings) for m in control.METHODS}
     for row in rows.values():
         assert len(row["seen"]) == 3 and row["seen"][-1] == pytest.approx(row["average_accuracy"], abs=1e-4)
         assert np.array(row["R"]).shape == (3, 3) and row["cpu_seconds"] > 0
