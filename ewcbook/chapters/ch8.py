@@ -9,19 +9,15 @@ seeds with paired intervals, and what a class-incremental network predicts.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
-import logging
-import multiprocessing
-import os
 
 import matplotlib.pyplot as plt
 import numpy as np
-import tensorflow as tf
 
 from ewcbook import stats
 from ewcbook.chapters import style
+from ewcbook.chapters.processes import process_map
 from ewcbook.checks import one_of
 from ewcbook.data import SCENARIOS, joint, split_mnist_tasks, validation_split
 from ewcbook.evaluation import evaluate_tasks
@@ -122,32 +118,10 @@ def run(job: tuple) -> list[float]:
     return [float(a) for a in sequence_accuracies(tasks, name, strength, protocol, seed)[-1]]
 
 
-def _start_worker():
-    tf.config.experimental.enable_op_determinism()
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # no retracing notices from the workers
-
-
 def run_all(jobs, workers: int = 1) -> list[list[float]]:
-    """:func:`run` on every job, in order; with ``workers`` > 1, in that many processes at once.
-
-    A run depends on its job alone (its seed sets every random number, op
-    determinism is on), so the results are the same either way; two processes
-    keep two cores busy while one of them traces a training step in Python.
-    """
-    jobs = list(jobs)
-    if workers == 1 or len(jobs) < 2:
-        return [run(job) for job in jobs]
-    context = multiprocessing.get_context("spawn")
-    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # the workers inherit it: no start-up log of theirs on the page
-    try:
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool:
-            return list(pool.map(run, jobs))
-    finally:
-        if level is None:
-            del os.environ["TF_CPP_MIN_LOG_LEVEL"]
-        else:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
+    """:func:`run` on every job, in order; with ``workers`` > 1, in that many processes at once
+    (:func:`ewcbook.chapters.processes.process_map`: the same results either way)."""
+    return process_map(run, jobs, workers)
 
 
 def runs(data: Data, names, strengths: dict, *, seeds, protocol: Protocol, scenarios=SCENARIOS,
