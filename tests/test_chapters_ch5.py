@@ -167,3 +167,18 @@ def test_colours_and_labels():
     assert len({ch5.color(m) for m in ch5.METHODS}) == len(ch5.METHODS)
     with pytest.raises(ValueError, match="method"):
         ch5.label("nope")
+
+
+def test_seed_runs_in_two_processes_give_the_same_rows_as_in_one():
+    """seed_runs(workers=2): every row (accuracies, read-only test columns, joint) as in this process."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(96, 28, 28, 1), dtype=np.uint8)
+    tasks = [eb.Task(name, x[k::2], rng.integers(0, 2, 48), x[k::2][:20], rng.integers(0, 2, 20), num_classes=2)
+             for k, name in enumerate("AB")]
+    kwargs = dict(seeds=[0, 1], epochs=(1, 1), one_head=[("none", 0.0), ("ewc", 1.0)], two_heads=[("l2", 0.5)],
+                  joint=True, read=tasks)
+    here = ch5.seed_runs(tasks, **kwargs)
+    there = ch5.seed_runs(tasks, workers=2, **kwargs)
+    assert here == there and len(here) == 2 * (2 + 1 + 2)
+    with pytest.raises(ValueError, match="workers"):
+        ch5.seed_runs(tasks, workers=0, **kwargs)

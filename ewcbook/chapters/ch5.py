@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from ewcbook import stats
 from ewcbook.chapters import style
+from ewcbook.chapters.processes import process_map
 from ewcbook.checks import one_of
 from ewcbook.copies import copy_accuracies, stack_network, stacked_layers, train_copies
 from ewcbook.data import Task, joint
@@ -211,7 +212,8 @@ def joint_run(tasks, *, two_heads: bool, epochs: int, seed: int) -> np.ndarray:
     return np.asarray(accs)
 
 
-def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False, read=None) -> list[dict]:
+def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False, read=None,
+              workers: int = 1) -> list[dict]:
     """Every run of the protocol, for every seed.
 
     Args:
@@ -226,20 +228,27 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False, r
         joint: also train the joint reference in each setting that has runs.
         read: optionally two more tasks (the test sets, for reading only) on
             which the same networks are also read.
+        workers: processes to run the seeds in
+            (:func:`ewcbook.chapters.processes.process_map`; the same rows).
 
     Returns:
         One dict per run: ``setting``, ``method``, ``strength``, ``seed``,
         ``acc_A``, ``acc_B``, ``mean`` (of the two); with ``read``, also
         ``read_A``, ``read_B`` and ``read_mean`` (not for joint training).
     """
-    task_a, task_b = tasks
-    epochs_a, epochs_b = epochs
     one_head, two_heads = list(one_head), list(two_heads)
     for method, _ in one_head + two_heads:
         one_of(method, "method", METHODS)
-    rows = []
+    jobs = [(tasks, seed, epochs, one_head, two_heads, joint, read) for seed in seeds]
+    return [row for rows in process_map(_seed_rows, jobs, workers) for row in rows]
 
-    def add(setting, method, strength, seed, accs):
+
+def _seed_rows(job) -> list[dict]:
+    """The rows of :func:`seed_runs` for one seed."""
+    (task_a, task_b), seed, (epochs_a, epochs_b), one_head, two_heads, joint, read = job
+    tasks, rows = [task_a, task_b], []
+
+    def add(setting, method, strength, accs):
         acc = [float(a) for a in accs]
         row = dict(setting=setting, method=method, strength=float(strength), seed=int(seed))
         row.update(acc_A=acc[0], acc_B=acc[1], mean=(acc[0] + acc[1]) / 2)
@@ -247,23 +256,16 @@ def seed_runs(tasks, *, seeds, epochs, one_head=(), two_heads=(), joint=False, r
             row.update(read_A=acc[2], read_B=acc[3], read_mean=(acc[2] + acc[3]) / 2)
         rows.append(row)
 
-    for seed in seeds:
-        learner = _train_a(task_a, seed, epochs_a)
-        imp = importances(task_a_fishers(learner.network, task_a, seed))
-        for setting, runs, train in (("one head", one_head, one_head_runs), ("two heads", two_heads, two_head_runs)):
-            if not runs:
-                continue
-            accs = train(learner.network, tasks, runs, imp, epochs=epochs_b, seed=seed + 1, read=read)
-            for (method, strength), acc in zip(runs, accs):
-                add(setting, method, strength, seed, acc)
-            if joint:
-                add(
-                    setting,
-                    "joint",
-                    0.0,
-                    seed,
-                    joint_run(tasks, two_heads=setting == "two heads", epochs=epochs_a, seed=seed),
-                )
+    learner = _train_a(task_a, seed, epochs_a)
+    imp = importances(task_a_fishers(learner.network, task_a, seed))
+    for setting, runs, train in (("one head", one_head, one_head_runs), ("two heads", two_heads, two_head_runs)):
+        if not runs:
+            continue
+        accs = train(learner.network, tasks, runs, imp, epochs=epochs_b, seed=seed + 1, read=read)
+        for (method, strength), acc in zip(runs, accs):
+            add(setting, method, strength, acc)
+        if joint:
+            add(setting, "joint", 0.0, joint_run(tasks, two_heads=setting == "two heads", epochs=epochs_a, seed=seed))
     return rows
 
 
