@@ -26,7 +26,7 @@ from ewcbook.penalties import EWC, L2Anchor, OnlineEWC, SynapticIntelligence
 from ewcbook.protocol import Consolidation, SequenceResult, train_sequence
 from ewcbook.replay import Replay, ReplayMemory
 from ewcbook.state import load_state, save_state
-from ewcbook.stats import mean_interval, paired_difference, verdict
+from ewcbook.stats import mean_interval, paired_difference, unpaired_difference, verdict
 from ewcbook.training import ContinualModel, fit_task, unit_table
 from ewcbook.utils import set_seed
 
@@ -72,6 +72,7 @@ __all__ = [
     "mean_interval",
     "mlp",
     "paired_difference",
+    "unpaired_difference",
     "permuted_mnist",
     "save_state",
     "set_seed",

@@ -88,6 +88,24 @@ def paired_difference(a, b, level: float = 0.95) -> Interval:
     return mean_interval(a - b, level)
 
 
+def unpaired_difference(a, b, level: float = 0.95) -> Interval:
+    """Mean and Welch interval of ``mean(a) − mean(b)`` for runs that do not pair up
+    (other settings, other seeds); the degrees of freedom (Welch-Satterthwaite)
+    rounded down, which widens the interval a little."""
+    a, b = (np.asarray(x, np.float64) for x in (a, b))
+    for name, x in (("a", a), ("b", b)):
+        if x.ndim != 1 or len(x) < 2 or not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} must be a 1-d sequence of at least 2 finite numbers, got {x!r:.80}")
+    level = real(level, "level", low=0.0, high=1.0, open_low=True, open_high=True)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    diff = float(a.mean() - b.mean())
+    if va + vb == 0:
+        return Interval(diff, diff, diff)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = t_quantile(max(1, int(df)), 0.5 + level / 2) * math.sqrt(va + vb)
+    return Interval(diff, diff - half, diff + half)
+
+
 def verdict(interval, above: str, below: str, unclear: str) -> str:
     """``above``, ``below`` or ``unclear``, as the interval of a difference lies above 0,
     below 0, or across it. Glue the result: re-run with other seeds, the prose and

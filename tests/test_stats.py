@@ -58,3 +58,18 @@ def test_the_sign_convention_and_the_verdict():
     assert eb.verdict((0.05, 0.01, 0.09), "up", "down", "?") == "up"
     assert eb.verdict([-0.2, -0.3, -0.1], "up", "down", "?") == "down"
     assert eb.verdict(eb.paired_difference([0.9, 0.8, 0.7], [0.7, 0.9, 0.8]), "up", "down", "?") == "?"
+
+
+def test_unpaired_difference_is_welchs_interval():
+    a, b = [0.60, 0.62, 0.58, 0.61, 0.59], [0.76, 0.77]
+    mean, low, high = eb.unpaired_difference(a, b)
+    va, vb = np.var(a, ddof=1) / 5, np.var(b, ddof=1) / 2
+    df = (va + vb) ** 2 / (va**2 / 4 + vb**2 / 1)  # Welch-Satterthwaite
+    assert mean == pytest.approx(np.mean(a) - np.mean(b))
+    assert high - mean == pytest.approx(eb.stats.t_quantile(int(df)) * np.sqrt(va + vb))
+    assert low < mean < high
+    # equal spreads and sizes: Welch's df is 2(n-1), the pooled t's
+    same = eb.unpaired_difference([1.0, 2.0, 3.0], [2.0, 3.0, 4.0])
+    assert same.high - same.mean == pytest.approx(eb.stats.t_quantile(4) * np.sqrt(2 / 3))
+    with pytest.raises(ValueError, match="b must be"):
+        eb.unpaired_difference(a, [0.7])
