@@ -81,6 +81,34 @@ def test_train_joint_and_run_methods_are_paired_by_seed():
         ch6.run_methods(lambda s: tasks, runs, seeds=[])
 
 
+def test_runs_in_two_processes_give_the_same_numbers_and_learners_as_in_one():
+    """run_methods and run_joint with workers=2: the same R, accuracies, weights and penalties as in this process."""
+    make = ch6.PermutedTasks(2, limit=300)
+    runs = {"none": {"method": "none"}, "ewc": {"method": "ewc", "strength": 5.0},
+            "online_ewc": {"method": "online_ewc", "strength": 5.0, "gamma": 0.9}}
+    settings = dict(hidden=(8,), epochs=1, batch_size=32, fisher_samples=100, reset_optimizer=False)
+    here = ch6.run_methods(make, runs, seeds=[0, 1], **settings)
+    there = ch6.run_methods(make, runs, seeds=[0, 1], workers=2, **settings)  # one job per seed
+    alone = ch6.run_methods(make, runs, seeds=[1], workers=2, **settings)  # two jobs: the runs cut in two
+    for name in runs:
+        np.testing.assert_array_equal(alone[name][0].R, here[name][1].R)
+    for name in runs:
+        for a, b in zip(here[name], there[name]):
+            np.testing.assert_array_equal(a.R, b.R)
+            for u, v in zip(a.learner.network.get_weights(), b.learner.network.get_weights()):
+                np.testing.assert_array_equal(u, v)
+            assert ch6.stored_floats(a.learner) == ch6.stored_floats(b.learner)
+            values = [[float(p()) for p in r.learner.penalties] for r in (a, b)]
+            np.testing.assert_allclose(values[0], values[1], rtol=1e-6)
+    joint_here = ch6.run_joint(make, seeds=[0, 1], hidden=(8,), epochs=1, batch_size=32)
+    joint_there = ch6.run_joint(make, seeds=[0, 1], hidden=(8,), epochs=1, batch_size=32, workers=2)
+    for a, b in zip(joint_here, joint_there):
+        np.testing.assert_array_equal(a.accuracies, b.accuracies)
+        assert b.learner is None
+    with pytest.raises(ValueError, match="workers"):
+        ch6.run_methods(make, runs, seeds=[0], workers=0)
+
+
 def test_merged_quadratic_equals_sum_of_per_task_penalties():
     eb.set_seed(0)
     network = eb.mlp(10, (16,))
@@ -131,3 +159,72 @@ def test_the_ablation_benchmark_runs_a_level_and_reports_it():
     row = ablation.run("keep_adam", seed=1, tasks=small_permuted_tasks(2))
     assert row["name"] == "keep_adam" and row["seed"] == 1 and row["config"]["reset_optimizer"] is False
     assert 0.0 <= row["average_accuracy"] <= 1.0 and len(row["R"]) == 2
+
+
+def _reference_benchmark():
+    path = pathlib.Path(__file__).parents[1] / "benchmarks" / "permuted_reference.py"
+    spec = importlib.util.spec_from_file_location("permuted_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_reference_benchmark_runs_both_methods_on_tiny_tasks():
+    """A smoke run of benchmarks/permuted_reference.py's run() (the full run is the committed JSON)."""
+    reference = _reference_benchmark()
+    settings = {**reference.SETTINGS, "hidden": [16, 16], "iterations": 7, "batch_size": 16, "fisher_samples": 40}
+    tasks = small_permuted_tasks(2)
+    rows = [reference.run(method, tasks, 3, settings) for method in ("none", "ewc")]
+    for row, method in zip(rows, ("none", "ewc")):
+        assert row["method"] == method and row["seed"] == 3 and len(row["R"]) == 2
+        assert 0.0 <= row["average_accuracy"] <= 1.0
+    assert rows[1]["strength"] == 500.0
+
+
+def test_the_reference_network_is_initialised_as_pytorch_does_and_trains_its_iterations():
+    reference = _reference_benchmark()
+    network = reference.reference_network([30, 20], seed=0, input_fan_in=1024)
+    kernels = [w for w in network.get_weights() if w.ndim == 2]
+    biases = [w for w in network.get_weights() if w.ndim == 1]
+    for w, b, fan_in in zip(kernels, biases, (1024, 30, 20)):
+        assert np.abs(w).max() <= 1 / np.sqrt(fan_in) and np.abs(b).max() <= 1 / np.sqrt(fan_in)
+        assert np.abs(w).max() > 0.9 / np.sqrt(fan_in)  # uniform up to the bound, not a narrower law
+    task = small_permuted_tasks(1, n=50)[0]
+    batches = list(reference.iterations(task, iterations=7, batch_size=16, seed=0))
+    assert len(batches) == 7 and all(len(y) == 16 for _, y in batches)  # drop_last: 3 full batches per pass
+    first_pass = np.concatenate([y.numpy() for _, y in batches[:3]])
+    assert len(first_pass) == 48
+
+
+def test_the_reference_fisher_labels_each_image_with_its_predicted_class():
+    """The predicted-label Fisher (their output.max(1)[1]) is the empirical Fisher of the argmax labels."""
+    reference = _reference_benchmark()
+    task = small_permuted_tasks(1, n=40)[0]
+    eb.set_seed(0)
+    learner = eb.ContinualModel(eb.mlp(10, (8,)))
+    reference.PredictedLabelEWC(5.0, fisher_samples=None).consolidate(learner, task, seed=0)
+    x = task.inputs("train")
+    predicted = np.argmax(learner.predict(x, verbose=0), axis=1)
+    expected = eb.diagonal_fisher(learner, (x, predicted), estimator="empirical", algorithm="loop")
+    for a, b in zip(learner.penalties[0].importance, expected):
+        np.testing.assert_allclose(a.numpy(), b, rtol=1e-5, atol=1e-9)
+
+
+def test_the_committed_reference_run_is_their_configuration():
+    """book/06_reference.json: van de Ven & Tolias's settings, both methods on every seed, at least 2 seeds."""
+    import json
+
+    out = json.loads((pathlib.Path(__file__).parents[1] / "book" / "06_reference.json").read_text())
+    s = out["settings"]
+    assert (s["hidden"], s["learning_rate"], s["iterations"], s["batch_size"]) == ([1000, 1000], 1e-4, 5000, 128)
+    assert (s["input_fan_in"], s["adam_epsilon"], s["reset_optimizer"]) == (1024, 1e-8, False)
+    assert (s["fisher_samples"], s["tasks"], s["limit"]) == (60000, 10, None)
+    assert out["strengths"] == {"none": 0.0, "ewc": 500.0}
+    assert out["paper"] == {"none": 0.785, "ewc": 0.943}
+    seeds = {r["seed"] for r in out["rows"]}
+    assert len(seeds) >= 2 and out["seeds"] == sorted(seeds)
+    assert sorted((r["seed"], r["method"]) for r in out["rows"]) == sorted(
+        (seed, m) for seed in seeds for m in ("none", "ewc"))
+    for r in out["rows"]:
+        assert len(r["R"]) == 10 and 0 < r["average_accuracy"] < 1
+    assert out["command"].startswith("python benchmarks/permuted_reference.py")

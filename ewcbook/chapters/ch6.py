@@ -16,6 +16,8 @@ Intervals and verdicts come from :mod:`ewcbook.stats`.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import tempfile
 import time
 
 import keras
@@ -23,13 +25,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
+from ewcbook.chapters.processes import process_map
 from ewcbook.chapters.style import label
 from ewcbook.checks import integer
-from ewcbook.data import Task, check_tasks, joint
+from ewcbook.data import Task, check_tasks, joint, permuted_mnist, validation_split
 from ewcbook.evaluation import average_accuracy, backward_transfer, evaluate_tasks, forgetting
 from ewcbook.models import mlp
 from ewcbook.penalties import EWC
 from ewcbook.protocol import Consolidation, SequenceResult, train_sequence
+from ewcbook.state import load_state, save_state
 from ewcbook.stats import Interval, mean_interval
 from ewcbook.training import ContinualModel, fit_task
 from ewcbook.utils import set_seed
@@ -104,12 +108,29 @@ class StartFrom:
         return self.first.histories[0]
 
 
-def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), fisher_samples=None, **settings) -> dict:
+@dataclasses.dataclass(frozen=True)
+class PermutedTasks:
+    """``seed -> tasks`` for :func:`run_methods` and :func:`run_joint`: ``num_tasks``
+    permuted-MNIST tasks of at most ``limit`` images per split, with ``val_size``
+    the validation splits (:func:`ewcbook.data.validation_split`). Unlike a
+    lambda it can be sent to worker processes."""
+
+    num_tasks: int
+    limit: int | None = None
+    val_size: int | None = None
+
+    def __call__(self, seed: int) -> list[Task]:
+        tasks = permuted_mnist(self.num_tasks, seed=seed, limit=self.limit)
+        return tasks if self.val_size is None else [validation_split(t, self.val_size) for t in tasks]
+
+
+def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), fisher_samples=None, workers: int = 1,
+                **settings) -> dict:
     """Every run of ``runs`` on the tasks of every seed, paired by seed.
 
     Args:
-        make_tasks: ``seed -> list of tasks`` (e.g. permuted MNIST with that
-            seed's permutations).
+        make_tasks: ``seed -> list of tasks`` (e.g. :class:`PermutedTasks`;
+            picklable when ``workers`` > 1).
         runs: ``{name: {"method": ..., "strength": ..., "gamma": ...}}``, the
             fields of a :class:`ewcbook.protocol.Consolidation`.
         seeds: ints; for each, every run starts from the same initial weights
@@ -117,6 +138,13 @@ def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), fisher_samp
             sees the same batches.
         hidden: hidden widths of :func:`ewcbook.models.mlp` (10 classes).
         fisher_samples: the Fisher of every EWC run from this many examples.
+        workers: processes to run the seeds in
+            (:func:`ewcbook.chapters.processes.process_map`; a seed's runs
+            are cut into groups, each training task 1 itself, when that keeps
+            every worker busy to the end); each worker's
+            trained learners come back through ``save_weights`` and
+            :func:`ewcbook.state.save_state` (the same numbers, tested), without
+            their training histories.
         **settings: passed to :func:`ewcbook.protocol.train_sequence`
             (epochs, batch_size, learning_rate, reset_optimizer, evaluate_unseen...).
 
@@ -127,19 +155,64 @@ def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), fisher_samp
         ``{name: [SequenceResult, one per seed]}``.
     """
     seeds = _check_seeds(seeds)
+    for run in runs.values():
+        Consolidation(**run, fisher_samples=fisher_samples)  # bad fields fail here, not in a worker
+    if integer(workers, "workers", minimum=1) == 1:
+        per_seed = [_seed_runs((make_tasks, runs, seed, hidden, fisher_samples, settings, None)) for seed in seeds]
+    else:
+        chunks = _chunks(list(runs), len(seeds), workers)
+        with tempfile.TemporaryDirectory() as folder:
+            jobs = [(make_tasks, {name: runs[name] for name in chunk}, seed, hidden, fisher_samples, settings, folder)
+                    for seed in seeds for chunk in chunks]
+            per_seed = [{} for _ in seeds]
+            for (_, _, seed, *_), out in zip(jobs, process_map(_seed_runs, jobs, workers)):
+                per_seed[seeds.index(seed)].update(
+                    {name: SequenceResult(R, seconds, _restored(folder, name, seed, hidden), [])
+                     for name, (R, seconds) in out.items()})
+    return {name: [out[name] for out in per_seed] for name in runs}
+
+
+def _chunks(names: list, num_seeds: int, workers: int) -> list[list]:
+    """The runs of a seed cut into the fewest groups that make the jobs a multiple of ``workers``
+    (no worker idle at the end); each group trains the shared task 1 itself."""
+    count = next((c for c in range(1, len(names) + 1) if num_seeds * c % workers == 0), len(names))
+    return [list(part) for part in np.array_split(np.array(names, dtype=object), count)]
+
+
+def _seed_runs(job) -> dict:
+    """The runs of one seed; with a folder (in a worker), their learners saved there and ``(R, seconds)`` returned."""
+    make_tasks, runs, seed, hidden, fisher_samples, settings, folder = job
     methods = {name: Consolidation(**run, fisher_samples=fisher_samples) for name, run in runs.items()}
     first_settings = dict(settings)  # task 1 alone: a per-task list of epochs keeps its first entry
     if "epochs" in settings and not isinstance(settings["epochs"], int):
         first_settings["epochs"] = list(settings["epochs"])[:1]
-    results = {name: [] for name in runs}
-    for seed in seeds:
-        tasks = make_tasks(seed)
-        set_seed(seed)  # every run of a seed trains task 1 alike (no penalty yet): train it once
-        first = train_sequence(mlp(10, tuple(hidden)), tasks[:1], seed=seed, **first_settings)
-        for name, method in methods.items():
-            results[name].append(train_sequence(mlp(10, tuple(hidden)), tasks, method, seed=seed,
-                                                fit=StartFrom(first, tasks[0]), **settings))
-    return results
+    tasks = make_tasks(seed)
+    set_seed(seed)  # every run of a seed trains task 1 alike (no penalty yet): train it once
+    first = train_sequence(mlp(10, tuple(hidden)), tasks[:1], seed=seed, **first_settings)
+    out = {}
+    for name, method in methods.items():
+        result = train_sequence(mlp(10, tuple(hidden)), tasks, method, seed=seed, fit=StartFrom(first, tasks[0]),
+                                **settings)
+        if folder is None:
+            out[name] = result
+            continue
+        stem = pathlib.Path(folder) / f"{name}-{seed}"
+        result.learner.network.save_weights(f"{stem}.weights.h5")
+        if result.learner.penalties:
+            save_state(f"{stem}.npz", result.learner.penalties)
+        out[name] = (result.R, result.seconds)
+    return out
+
+
+def _restored(folder, name: str, seed: int, hidden) -> ContinualModel:
+    """The learner :func:`_seed_runs` saved in a worker, rebuilt here: weights and penalties."""
+    stem = pathlib.Path(folder) / f"{name}-{seed}"
+    network = mlp(10, tuple(hidden))
+    network.load_weights(f"{stem}.weights.h5")
+    learner = ContinualModel(network)
+    if pathlib.Path(f"{stem}.npz").exists():
+        learner.penalties = load_state(f"{stem}.npz", learner)
+    return learner
 
 
 @dataclasses.dataclass
@@ -148,7 +221,7 @@ class JointResult:
 
     accuracies: np.ndarray
     seconds: float
-    learner: ContinualModel
+    learner: ContinualModel | None
 
 
 def train_joint(network: keras.Model, tasks, *, epochs: int, batch_size: int = 128,
@@ -165,14 +238,20 @@ def train_joint(network: keras.Model, tasks, *, epochs: int, batch_size: int = 1
     return JointResult(accuracies, time.perf_counter() - start, learner)
 
 
-def run_joint(make_tasks, seeds, *, hidden=(400, 400), **settings) -> list[JointResult]:
-    """:func:`train_joint` for every seed (same initial weights as :func:`run_methods`)."""
-    out = []
-    for seed in _check_seeds(seeds):
-        tasks = make_tasks(seed)
-        set_seed(seed)
-        out.append(train_joint(mlp(10, tuple(hidden)), tasks, seed=seed, **settings))
-    return out
+def run_joint(make_tasks, seeds, *, hidden=(400, 400), workers: int = 1, **settings) -> list[JointResult]:
+    """:func:`train_joint` for every seed (same initial weights as :func:`run_methods`),
+    in ``workers`` processes (then without the learners: ``learner`` is ``None``)."""
+    jobs = [(make_tasks, seed, hidden, settings, integer(workers, "workers", minimum=1) > 1)
+            for seed in _check_seeds(seeds)]
+    return process_map(_joint_run, jobs, workers)
+
+
+def _joint_run(job) -> JointResult:
+    make_tasks, seed, hidden, settings, light = job
+    tasks = make_tasks(seed)
+    set_seed(seed)
+    result = train_joint(mlp(10, tuple(hidden)), tasks, seed=seed, **settings)
+    return dataclasses.replace(result, learner=None) if light else result
 
 
 # --- reading the accuracy matrix ------------------------------------------------------------
