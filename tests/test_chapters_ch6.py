@@ -82,7 +82,8 @@ def test_train_joint_and_run_methods_are_paired_by_seed():
 
 
 def test_runs_in_two_processes_give_the_same_numbers_and_learners_as_in_one():
-    """run_methods and run_joint with workers=2: the same R, accuracies, weights and penalties as in this process."""
+    """run_methods, run_joint and run_table with workers=2: the same R, accuracies, weights and penalties
+    as in this process."""
     make = ch6.PermutedTasks(2, limit=300)
     runs = {"none": {"method": "none"}, "ewc": {"method": "ewc", "strength": 5.0},
             "online_ewc": {"method": "online_ewc", "strength": 5.0, "gamma": 0.9}}
@@ -105,8 +106,18 @@ def test_runs_in_two_processes_give_the_same_numbers_and_learners_as_in_one():
     for a, b in zip(joint_here, joint_there):
         np.testing.assert_array_equal(a.accuracies, b.accuracies)
         assert b.learner is None
+    # both in one set of processes: the same numbers as the two calls
+    table, joint_table = ch6.run_table(make, runs, seeds=[0, 1], workers=2,
+                                       joint=dict(epochs=1, batch_size=32), **settings)
+    for name in runs:
+        for a, b in zip(here[name], table[name]):
+            np.testing.assert_array_equal(a.R, b.R)
+    for a, b in zip(joint_here, joint_table):
+        np.testing.assert_array_equal(a.accuracies, b.accuracies)
     with pytest.raises(ValueError, match="workers"):
         ch6.run_methods(make, runs, seeds=[0], workers=0)
+    with pytest.raises(TypeError, match="joint"):
+        ch6.run_table(make, runs, seeds=[0], joint=2)
 
 
 def test_merged_quadratic_equals_sum_of_per_task_penalties():

@@ -2,7 +2,7 @@
 
 Runs every method over several seeds, the first task shared
 (:func:`run_methods`, :class:`StartFrom`), trains the joint upper bound on
-the union of tasks (:func:`run_joint`), reads the accuracy matrices
+the union of tasks (:func:`run_joint`; both at once: :func:`run_table`), reads the accuracy matrices
 (:func:`intransigence`, :func:`seen_curve`, :func:`metrics`), draws them in a
 grid (:func:`matrix_grid`), and checks the memory claims: one merged
 quadratic equals the sum of per-task penalties (:func:`merged_penalty_check`),
@@ -154,22 +154,48 @@ def run_methods(make_tasks, runs: dict, seeds, *, hidden=(400, 400), fisher_samp
     Returns:
         ``{name: [SequenceResult, one per seed]}``.
     """
-    seeds = _check_seeds(seeds)
+    return _run(make_tasks, runs, seeds, None, hidden, fisher_samples, workers, settings)[0]
+
+
+def run_table(make_tasks, runs: dict, seeds, *, joint: dict, hidden=(400, 400), fisher_samples=None,
+              workers: int = 1, **settings) -> tuple[dict, list[JointResult]]:
+    """:func:`run_methods` and :func:`run_joint` (with the settings ``joint``, e.g.
+    ``dict(epochs=2, batch_size=128)``) in one go: ``(results, joint_results)``,
+    the same numbers as the two calls. With ``workers`` > 1 both go to one set
+    of processes, the short joint runs last, so that they fill the time a worker
+    would otherwise wait for the other's last sequence."""
+    if not isinstance(joint, dict):
+        raise TypeError(f"joint must be a dict of train_joint settings, got {type(joint).__name__}")
+    return _run(make_tasks, runs, seeds, joint, hidden, fisher_samples, workers, settings)
+
+
+def _run(make_tasks, runs, seeds, joint, hidden, fisher_samples, workers, settings):
+    seeds, workers = _check_seeds(seeds), integer(workers, "workers", minimum=1)
     for run in runs.values():
         Consolidation(**run, fisher_samples=fisher_samples)  # bad fields fail here, not in a worker
-    if integer(workers, "workers", minimum=1) == 1:
+    joint_jobs = [] if joint is None else [(make_tasks, seed, hidden, joint, workers > 1) for seed in seeds]
+    if workers == 1:
         per_seed = [_seed_runs((make_tasks, runs, seed, hidden, fisher_samples, settings, None)) for seed in seeds]
+        joint_results = [_joint_run(job) for job in joint_jobs]
     else:
-        chunks = _chunks(list(runs), len(seeds), workers)
+        chunks = _chunks(list(runs), len(seeds), workers) if runs else []
         with tempfile.TemporaryDirectory() as folder:
             jobs = [(make_tasks, {name: runs[name] for name in chunk}, seed, hidden, fisher_samples, settings, folder)
-                    for seed in seeds for chunk in chunks]
+                    for chunk in chunks for seed in seeds]  # the larger groups first: no long job left for last
+            outs = process_map(_job, [("runs", job) for job in jobs] + [("joint", job) for job in joint_jobs],
+                               workers)
             per_seed = [{} for _ in seeds]
-            for (_, _, seed, *_), out in zip(jobs, process_map(_seed_runs, jobs, workers)):
+            for (_, _, seed, *_), out in zip(jobs, outs):
                 per_seed[seeds.index(seed)].update(
                     {name: SequenceResult(R, seconds, _restored(folder, name, seed, hidden), [])
                      for name, (R, seconds) in out.items()})
-    return {name: [out[name] for out in per_seed] for name in runs}
+            joint_results = outs[len(jobs):]
+    return {name: [out[name] for out in per_seed] for name in runs}, joint_results
+
+
+def _job(job):
+    kind, payload = job
+    return _seed_runs(payload) if kind == "runs" else _joint_run(payload)
 
 
 def _chunks(names: list, num_seeds: int, workers: int) -> list[list]:
@@ -241,9 +267,7 @@ def train_joint(network: keras.Model, tasks, *, epochs: int, batch_size: int = 1
 def run_joint(make_tasks, seeds, *, hidden=(400, 400), workers: int = 1, **settings) -> list[JointResult]:
     """:func:`train_joint` for every seed (same initial weights as :func:`run_methods`),
     in ``workers`` processes (then without the learners: ``learner`` is ``None``)."""
-    jobs = [(make_tasks, seed, hidden, settings, integer(workers, "workers", minimum=1) > 1)
-            for seed in _check_seeds(seeds)]
-    return process_map(_joint_run, jobs, workers)
+    return _run(make_tasks, {}, seeds, settings, hidden, None, workers, {})[1]
 
 
 def _joint_run(job) -> JointResult:
