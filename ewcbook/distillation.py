@@ -18,6 +18,7 @@ the old network.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ewcbook.checks import check_model, real
@@ -50,7 +51,12 @@ class LwF:
         self.variables = list(network.trainable_variables)
         self.strength = real(strength, "strength", low=0.0)
         self.temperature = real(temperature, "temperature", low=0.0, open_low=True)
-        self.heads = check_heads(heads, num_outputs(network))
+        outputs = num_outputs(network)
+        self.heads = check_heads(heads, outputs)
+        # The traced training step reads the heads from this Variable of fixed shape (one row per possible
+        # head, a 0/1 mask over the outputs; unused rows all 0), so a consolidation that changes the heads
+        # reaches the step: the Python list self.heads only names them (config, repr).
+        self.head_mask = tf.Variable(head_mask(self.heads, outputs), trainable=False)
         self.teacher = keras.models.clone_model(network)
         self.teacher.trainable = False
         self.teacher.set_weights(network.get_weights())
@@ -58,21 +64,23 @@ class LwF:
         self.task_count = 1
 
     def __call__(self, x, logits) -> tf.Tensor:
-        old = tf.stop_gradient(self.teacher(x, training=False))
+        old = tf.cast(tf.stop_gradient(self.teacher(x, training=False)), tf.float32)
         t = self.temperature
-        total = 0.0
-        for start, stop in self.heads:  # KL(teacher ‖ student) per head
-            target = tf.nn.softmax(old[:, start:stop] / t)
-            log_target = tf.nn.log_softmax(old[:, start:stop] / t)
-            log_pred = tf.nn.log_softmax(logits[:, start:stop] / t)
-            kl = target * (log_target - log_pred)
-            total += tf.reduce_mean(tf.reduce_sum(kl, axis=-1))
+        mask = self.head_mask.value()  # (heads, outputs)
+        off = (mask - 1.0) * 1e9  # a unit outside a head: a logit of -1e9, a probability of exactly 0
+        scaled_old = old[:, None, :] / t + off  # (batch, heads, outputs): each head a softmax of its own
+        scaled_new = tf.cast(logits, tf.float32)[:, None, :] / t + off
+        target = tf.nn.softmax(scaled_old)
+        kl = target * (tf.nn.log_softmax(scaled_old) - tf.nn.log_softmax(scaled_new)) * mask
+        per_head = tf.reduce_mean(tf.reduce_sum(kl, axis=-1), axis=0)  # KL(teacher ‖ student) per head
+        total = tf.reduce_sum(per_head * tf.reduce_max(mask, axis=-1))  # unused rows count nothing
         return self.strength * t**2 * total
 
     def consolidate(self, heads=None) -> None:
         """Make the current network the teacher, distilling ``heads`` (``None``: keep the heads)."""
         if heads is not None:
             self.heads = check_heads(heads, num_outputs(self._network))
+            self.head_mask.assign(head_mask(self.heads, num_outputs(self._network)))
         self.teacher.set_weights(self._network.get_weights())
         self.task_count += 1
 
@@ -93,6 +101,16 @@ class LwF:
 
     def __repr__(self) -> str:
         return f"LwF(strength={self.strength:g}, temperature={self.temperature:g}, heads={self.heads})"
+
+
+def head_mask(heads, outputs: int) -> np.ndarray:
+    """``(outputs, outputs)`` float32: row h is 1 on the units of head h; rows past the last head are 0."""
+    if len(heads) > outputs:
+        raise ValueError(f"heads must be at most {outputs} (one per output unit), got {len(heads)}")
+    mask = np.zeros((outputs, outputs), np.float32)
+    for row, (start, stop) in enumerate(heads):
+        mask[row, start:stop] = 1.0
+    return mask
 
 
 def check_heads(heads, outputs: int) -> list[tuple[int, int]]:

@@ -65,38 +65,49 @@ class Penalty:
         self.variables = list(check_model(model).trainable_variables)
         self.strength = real(strength, "strength", low=0.0)
         self.anchors = [tf.Variable(v.numpy(), trainable=False) for v in self.variables]
-        self.importance = None
+        # What the traced training step reads is fixed when the penalty is made: Variables of fixed shape,
+        # changed in place by consolidation, never a Python structure that a later task would replace.
+        self.importance = None  # per-weight w, or None: every weight alike, with the weight `scale`
         if importance is not None:
             importance = importance_arrays(importance, self.variables, "fisher")
             self.importance = [tf.Variable(w, trainable=False) for w in importance]
+        self.scale = tf.Variable(1.0, trainable=False)  # the uniform w when importance is None (k anchors: k)
         self.constant = tf.Variable(0.0, trainable=False)  # c, the part of Σ_t that no weight can change
         self.task_count = 1
 
     def __call__(self) -> tf.Tensor:
-        weights = self.importance or [None] * len(self.anchors)
         total = self.constant.value()
+        scale = self.scale.value() if self.importance is None else None
+        weights = self.importance or [None] * len(self.anchors)
         for variable, anchor, weight in zip(self.variables, self.anchors, weights):
-            total += weighted_square(tf.convert_to_tensor(variable), anchor.value(),
-                                     None if weight is None else weight.value())
+            if weight is None:
+                total += scale * weighted_square(tf.convert_to_tensor(variable), anchor.value(), None)
+            else:
+                total += weighted_square(tf.convert_to_tensor(variable), anchor.value(), weight.value())
         return 0.5 * self.strength * total
 
     def _merge(self, importance) -> None:
-        """Add a task anchored at the current weights: S ← S + w, θ̄ ← (S θ̄ + w θ) / (S + w), c updated."""
-        olds = [np.ones(v.shape, np.float32) for v in self.variables] if self.importance is None else self.importance
-        olds = [np.asarray(o, np.float64) for o in olds]
+        """Add a task anchored at the current weights: S ← S + w, θ̄ ← (S θ̄ + w θ) / (S + w), c updated.
+        ``importance=None``: the new task weighs every weight 1 (the penalty's importance must be None too)."""
+        if (importance is None) != (self.importance is None):
+            raise ValueError("a uniform penalty merges uniform tasks only, a weighted one weighted tasks only")
+        uniform = importance is None
+        olds = [float(self.scale.numpy())] * len(self.variables) if uniform else self.importance
+        news = [1.0] * len(self.variables) if uniform else importance
         merged, constant = [], float(self.constant.numpy())
-        for old, new, anchor, variable in zip(olds, importance, self.anchors, self.variables):
-            new, a, theta = np.asarray(new, np.float64), anchor.numpy().astype(np.float64), variable.numpy()
+        for old, new, anchor, variable in zip(olds, news, self.anchors, self.variables):
+            old, new = np.asarray(old, np.float64), np.asarray(new, np.float64)
+            a, theta = anchor.numpy().astype(np.float64), variable.numpy()
             total = old + new
             mean = np.where(total > 0, (old * a + new * theta) / np.where(total > 0, total, 1.0), theta)
             constant += float(np.sum(old * a**2 + new * theta.astype(np.float64) ** 2 - total * mean**2))
             anchor.assign(mean.astype(np.float32))
-            merged.append(total.astype(np.float32))
-        if self.importance is None:
-            self.importance = [tf.Variable(m, trainable=False) for m in merged]
+            merged.append(total)
+        if uniform:
+            self.scale.assign(float(merged[0]))
         else:
             for var, m in zip(self.importance, merged):
-                var.assign(m)
+                var.assign(m.astype(np.float32))
         self.constant.assign(constant)
         self.task_count += 1
 
@@ -109,6 +120,7 @@ class Penalty:
         if self.importance is not None:
             arrays.update({f"importance_{k}": w.numpy() for k, w in enumerate(self.importance)})
         arrays["constant"] = np.array(self.constant.numpy())
+        arrays["scale"] = np.array(self.scale.numpy())
         return arrays
 
     @classmethod
@@ -119,6 +131,8 @@ class Penalty:
         for k, anchor in enumerate(penalty.anchors):
             anchor.assign(arrays[f"anchor_{k}"])
         penalty.constant.assign(float(arrays["constant"]))
+        if "scale" in arrays:
+            penalty.scale.assign(float(arrays["scale"]))
         penalty.task_count = int(config["task_count"])
         return penalty
 
@@ -159,7 +173,7 @@ class L2Anchor(Penalty):
                 anchor.assign(variable)
             self.task_count += 1
         else:
-            self._merge([np.ones(v.shape, np.float32) for v in self.variables])
+            self._merge(None)  # weight 1 for every weight: k anchors weigh k (self.scale)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "moving": self.moving}
@@ -167,8 +181,8 @@ class L2Anchor(Penalty):
     @classmethod
     def _from_config(cls, model, config, importance):
         penalty = cls(model, config["strength"], moving=config.get("moving", False))
-        if importance is not None:
-            penalty.importance = [tf.Variable(np.asarray(w, np.float32), trainable=False) for w in importance]
+        if importance is not None:  # a file of ewcbook <= 0.1.x held the uniform weight as arrays
+            penalty.scale.assign(float(np.asarray(importance[0]).flat[0]))
         return penalty
 
 
