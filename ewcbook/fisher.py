@@ -8,8 +8,7 @@ computed from *per-example* gradients. The estimators differ in q_i and
 are named as in the literature (e.g. van de Ven 2025):
 
 * ``"sampled"``: one y sampled from the model's own prediction p(· | x_i),
-  a one-sample Monte Carlo estimate of the true Fisher (``"true"`` is kept
-  as an alias of ``"sampled"`` for code written before the rename);
+  a one-sample Monte Carlo estimate of the true Fisher;
 * ``"exact"``: the expectation over every class, weighted by p(· | x_i):
   the true Fisher itself;
 * ``"empirical"``: q_i puts all its mass on the data label y_i (not a
@@ -17,11 +16,15 @@ are named as in the literature (e.g. van de Ven 2025):
 
 Why per example. With labels drawn from the model, E[g_i] = 0, so the
 squared gradient of a batch's *sum* divided by its size n is still an
-unbiased estimate of the (sampled) Fisher, only far noisier: it is one
-effective sample per batch instead of n. With data labels (the empirical
-Fisher) E[g_i] ≠ 0 and the n(n−1) cross terms bias it. Per-example squares
-have neither problem, and the fast algorithm below gets them for the price
-of a batch gradient.
+unbiased estimate of the (sampled) Fisher; chapter 4 measures its variance
+across batches of 128 at 1.009 times that of the per-example estimate at
+the median weight (1.63 times summed over the weights). With data labels
+(the empirical Fisher) E[g_i] ≠ 0, and the n(n−1) cross terms add a bias of
+(n−1)·ḡ² per weight, ḡ its mean gradient over the training set (the
+gradient of the training loss, up to sign), which vanishes only at a
+stationary point: what the batch's square gets wrong is a bias, not noise.
+Per-example squares have no cross terms, and the fast algorithm below gets
+them for the price of a batch gradient.
 
 Algorithms, all giving the same numbers:
 
@@ -77,7 +80,6 @@ from ewcbook.models import (
 )
 
 ESTIMATORS = ("sampled", "exact", "empirical")
-ALIASES = {"true": "sampled"}  # the book's first name for the sampled estimator
 ALGORITHMS = ("auto", "fast", "vectorized", "loop")
 
 
@@ -100,8 +102,7 @@ def diagonal_fisher(
             such as sample weights, are ignored), or a tuple ``(x, y)`` of
             arrays with float inputs. The labels are used only by
             ``"empirical"``.
-        estimator: ``"sampled"``, ``"exact"`` or ``"empirical"`` (see module);
-            ``"true"`` is an alias of ``"sampled"``.
+        estimator: ``"sampled"``, ``"exact"`` or ``"empirical"`` (see module).
         num_samples: use only the first ``num_samples`` examples of ``data``
             (a positive int); ``None`` uses all.
         seed: int seed of the labels sampled by ``"sampled"``; ``None`` draws
@@ -201,9 +202,11 @@ def _warn_slow(model, obstacle: str) -> None:
 
 
 def check_estimator(estimator) -> str:
-    """The estimator's name (``"true"`` read as ``"sampled"``), if it is one of :data:`ESTIMATORS`."""
-    if isinstance(estimator, str):
-        estimator = ALIASES.get(estimator, estimator)
+    """The estimator's name, if it is one of :data:`ESTIMATORS`. ``"true"``, once an alias of
+    ``"sampled"``, is refused: the true Fisher of the literature is ``"exact"``'s expectation."""
+    if isinstance(estimator, str) and estimator == "true":
+        raise ValueError("estimator 'true' was an alias of 'sampled' (a one-sample Monte Carlo estimate); the true "
+                         "Fisher in the literature is the exact expectation: use 'sampled' or 'exact'")
     return one_of(estimator, "estimator", ESTIMATORS)
 
 

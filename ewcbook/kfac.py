@@ -119,7 +119,7 @@ def kronecker_factors(
             of arrays with float inputs, as for
             :func:`ewcbook.fisher.diagonal_fisher`.
         estimator: ``"sampled"``, ``"exact"`` or ``"empirical"`` (the labels
-            δ is taken at; ``"true"`` is an alias of ``"sampled"``).
+            δ is taken at).
         num_samples: use only the first ``num_samples`` examples; ``None``: all.
         seed: int seed of the sampled labels; ``None`` draws one from NumPy.
         batch_size: batch size when ``data`` is a tuple of arrays.

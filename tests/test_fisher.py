@@ -190,15 +190,21 @@ def test_unbatched_images_wrong_shapes_and_bad_labels_name_data():
     eb.diagonal_fisher(network, unbatched.batch(3), estimator="empirical")  # batched: fine
 
 
-def test_sampled_is_the_default_and_true_is_its_alias():
+def test_sampled_is_the_default_and_true_is_refused_naming_sampled_and_exact():
     x, y = _data()
     model = _dense_stack()
     default = eb.diagonal_fisher(model, (x, y), seed=3)
-    for name in ("sampled", "true"):
-        for a, b in zip(default, eb.diagonal_fisher(model, (x, y), estimator=name, seed=3)):
-            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(default, eb.diagonal_fisher(model, (x, y), estimator="sampled", seed=3)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
     with pytest.raises(ValueError, match="estimator"):
         eb.diagonal_fisher(model, (x, y), estimator="monte-carlo")
+    # once an alias of "sampled"; the true Fisher of the literature is the exact expectation
+    for call in (lambda: eb.diagonal_fisher(model, (x, y), estimator="true"),
+                 lambda: eb.kronecker_factors(model, (x, y), estimator="true"),
+                 lambda: eb.Consolidation("ewc", 1.0, estimator="true"),
+                 lambda: eb.KroneckerConsolidation(1.0, estimator="true")):
+        with pytest.raises(ValueError, match=r"estimator 'true' was an alias of 'sampled'.*'sampled' or 'exact'"):
+            call()
 
 
 @pytest.mark.parametrize("method", ["fast", "vectorized"])

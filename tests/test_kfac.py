@@ -100,10 +100,10 @@ def test_sampled_factors_average_to_the_exact_ones():
     model = _stack()
     exact = kronecker_factors(model, (x, y), estimator="exact")
     sampled = kronecker_factors(model, (np.repeat(x, 100, axis=0), np.repeat(y, 100)), seed=0)
-    again = kronecker_factors(model, (np.repeat(x, 100, axis=0), np.repeat(y, 100)), seed=0, estimator="true")
+    again = kronecker_factors(model, (np.repeat(x, 100, axis=0), np.repeat(y, 100)), seed=0, estimator="sampled")
     for (a, g), (a_e, g_e), (_, g_again) in zip(sampled, exact, again):
         _assert_close(a, a_e)  # A does not depend on the labels
-        np.testing.assert_array_equal(g.numpy(), g_again.numpy())  # same seed, same labels; 'true' is 'sampled'
+        np.testing.assert_array_equal(g.numpy(), g_again.numpy())  # same seed, same labels; "sampled" is the default
         assert abs(np.trace(g) / np.trace(g_e) - 1) < 0.05
 
 
