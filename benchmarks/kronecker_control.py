@@ -13,7 +13,7 @@ is the one chapter 7 chose for K-FAC on its validation sequence; pass it with
 chapter, which reads the JSON it writes.
 
     TFDS_DATA_DIR=... python benchmarks/kronecker_control.py --strength 10 --tasks 5 [--seeds 0 1 2] \\
-        [--out book/07_kronecker_control.json]
+        [--out ewcbook/chapters/results/07_kronecker_control.json]
 
 Writes a JSON object: the command, the commit, the settings, and one row per
 method and seed (the accuracy matrix R, the mean accuracy over the tasks seen
@@ -35,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import ewcbook as eb  # noqa: E402
 from ewcbook import kfac  # noqa: E402
 from ewcbook.chapters import ch7  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "ewcbook" / "chapters" / "results"  # what the chapters read
 
 SETTINGS = {"tasks": 10, "limit": 20000, "hidden": [400, 400], "epochs": 2, "batch_size": 128,
             "fisher_samples": 1000, "learning_rate": 1e-3, "reset_optimizer": False}
@@ -67,7 +69,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--tasks", type=int, default=SETTINGS["tasks"],
                         help="the first TASKS of chapter 7's tasks (the exact sum's cost grows with them)")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parents[1] / "book" / "07_kronecker_control.json"))
+    parser.add_argument("--out", default=str(RESULTS / "07_kronecker_control.json"))
     args = parser.parse_args(argv)
 
     settings = {**SETTINGS, "tasks": args.tasks}

@@ -14,7 +14,7 @@ chapter 6 takes from here are chosen without the test set, like its λ.
 
 Writes (or updates) a JSON list of rows, one per (name, seed): name, seed, factor, the setting, the
 accuracy matrix R and its summaries, wall and CPU seconds. Chapter 6 reads
-``book/06_ablation.json``; its full profile does not re-run the ablation.
+``ewcbook/chapters/results/06_ablation.json``; its full profile does not re-run the ablation.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import ewcbook as eb  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "ewcbook" / "chapters" / "results"  # what the chapters read
 
 BASE = {"method": "ewc", "strength": 100.0, "learning_rate": 1e-3, "epochs": 2, "batch_size": 128,
         "hidden": [400, 400], "fisher_samples": 1000, "reset_optimizer": True}
@@ -75,7 +77,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(CONFIGS), help="run only these (default: all)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0], help="seeds to run each level on (default: 0)")
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parents[1] / "book" / "06_ablation.json"))
+    parser.add_argument("--out", default=str(RESULTS / "06_ablation.json"))
     args = parser.parse_args(argv)
 
     out = pathlib.Path(args.out)

@@ -34,12 +34,12 @@ The test sets are the tasks' 10,000 test images, as in their code (this
 benchmark chooses nothing: λ and every setting are theirs).
 
     TFDS_DATA_DIR=... python benchmarks/permuted_reference.py [--seeds 0 1] [--methods none ewc] \\
-        [--out book/06_reference.json]
+        [--out ewcbook/chapters/results/06_reference.json]
 
 Writes a JSON object (after every run): the command, the commit, the
 settings, and one row per method and seed (the accuracy matrix R, its
 average accuracy, wall and CPU seconds). Chapter 6 reads
-``book/06_reference.json``; its full profile does not re-run it.
+``ewcbook/chapters/results/06_reference.json``; its full profile does not re-run it.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import ewcbook as eb  # noqa: E402
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "ewcbook" / "chapters" / "results"  # what the chapters read
 
 SETTINGS = {"tasks": 10, "hidden": [1000, 1000], "input_fan_in": 32 * 32, "learning_rate": 1e-4,
             "adam_epsilon": 1e-8, "iterations": 5000, "batch_size": 128, "reset_optimizer": False,
@@ -147,7 +149,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=list(STRENGTHS), choices=list(STRENGTHS))
-    parser.add_argument("--out", default=str(pathlib.Path(__file__).parents[1] / "book" / "06_reference.json"))
+    parser.add_argument("--out", default=str(RESULTS / "06_reference.json"))
     args = parser.parse_args(argv)
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -103,7 +103,7 @@ def test_the_literature_table_has_every_scenario():
 
 @pytest.mark.mnist
 def test_reference_budget_benchmark_runs(tmp_path):
-    """A smoke run of benchmarks/scenarios.py, the script behind book/08_reference_budget.json."""
+    """A smoke run of benchmarks/scenarios.py, the script behind ewcbook/chapters/results/08_reference_budget.json."""
     out = tmp_path / "smoke.json"
     script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "scenarios.py"
     done = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], capture_output=True,

@@ -10,4 +10,21 @@ chapter's helpers go in a new module here, ``chN.py``.
 
 These modules need the book's extras (``pip install "ewcbook[book]"``):
 matplotlib, for the figures.
+
+The results of the benchmarks that a chapter reads (heavy runs made once,
+``benchmarks/*.py``) ship with the package, in ``results/``: a chapter opened
+alone (on Colab, ``ewcbook`` installed from the repository) finds them with
+:func:`load_results`.
 """
+
+import json
+from importlib import resources
+
+
+def load_results(name: str):
+    """The JSON a benchmark wrote for the chapters, e.g. ``load_results("06_ablation.json")``."""
+    files = resources.files(__name__) / "results"
+    if not isinstance(name, str) or not (files / name).is_file():
+        known = sorted(f.name for f in files.iterdir() if f.name.endswith(".json"))
+        raise ValueError(f"name must be one of {known}, got {name!r}")
+    return json.loads((files / name).read_text())
