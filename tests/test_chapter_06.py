@@ -82,7 +82,7 @@ def test_chapter_06_smoke(run_chapter):
 @pytest.mark.parametrize("source", FULL_RUNS)
 def test_chapter_06_full_profile(source):
     v = full_run(CHAPTER, source)
-    assert v["ch6_num_tasks"] == 10 and v["ch6_num_seeds"] >= 3 and v["ch6_n_train"] == 60000
+    assert v["ch6_num_tasks"] == 10 and v["ch6_num_seeds"] >= 3 and v["ch6_n_train"] == 20000
     check_claims(v, margin=0.1, full=True)
     # the ablation table is the committed one (run outside the chapter) and covers the factors
     factors = {v.get(f"ch6_abl_acc_{name}") is not None for name in ("base", "keep_adam", "none_base")}

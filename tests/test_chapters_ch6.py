@@ -8,7 +8,7 @@ import pytest
 from conftest import small_permuted_tasks
 
 import ewcbook as eb
-from ewcbook.chapters import ch6, style
+from ewcbook.chapters import ch6, load_results, style
 
 
 @pytest.mark.parametrize("reset_optimizer", [True, False])
@@ -128,11 +128,23 @@ def test_merged_quadratic_equals_sum_of_per_task_penalties():
     anchors = [[w + rng.normal(0, 0.1, w.shape).astype(np.float32) for w in base] for _ in range(4)]
     fishers = [[rng.exponential(1.0, w.shape).astype(np.float32) for w in base] for _ in range(4)]
     point = [w + rng.normal(0, 0.2, w.shape).astype(np.float32) for w in base]
-    check = ch6.merged_penalty_check(network, anchors, fishers, 10.0, point)
+    separate, merged = [], None
+    for anchor, fisher in zip(anchors, fishers):
+        network.set_weights(anchor)
+        separate.append(eb.EWC(network, fisher, 10.0))
+        if merged is None:
+            merged = eb.EWC(network, fisher, 10.0)
+        else:
+            merged.consolidate(fisher)
+    network.set_weights(base)
+    check = ch6.merged_penalty_check(separate, merged, point)
     assert check["value_rel_diff"] < 1e-4 and check["grad_rel_diff"] < 1e-4
     P = network.count_params()
     assert check["floats_separate"] == 4 * 2 * P and check["floats_merged"] == 2 * P
     assert all(np.array_equal(a, b) for a, b in zip(network.get_weights(), base)), "weights restored"
+    other = eb.EWC(eb.mlp(10, (16,)), fishers[0], 10.0)
+    with pytest.raises(ValueError, match="one network"):
+        ch6.merged_penalty_check([other], merged, point)
 
 
 def test_matrix_grid_and_colours():
@@ -222,10 +234,8 @@ def test_the_reference_fisher_labels_each_image_with_its_predicted_class():
 
 
 def test_the_committed_reference_run_is_their_configuration():
-    """book/06_reference.json: van de Ven & Tolias's settings, both methods on every seed, at least 2 seeds."""
-    import json
-
-    out = json.loads((pathlib.Path(__file__).parents[1] / "book" / "06_reference.json").read_text())
+    """The results 06_reference.json: van de Ven & Tolias's settings, both methods on every seed, at least 2 seeds."""
+    out = load_results("06_reference.json")
     s = out["settings"]
     assert (s["hidden"], s["learning_rate"], s["iterations"], s["batch_size"]) == ([1000, 1000], 1e-4, 5000, 128)
     assert (s["input_fan_in"], s["adam_epsilon"], s["reset_optimizer"]) == (1024, 1e-8, False)

@@ -31,7 +31,6 @@ from ewcbook.checks import integer
 from ewcbook.data import Task, check_tasks, joint, permuted_mnist, validation_split
 from ewcbook.evaluation import average_accuracy, backward_transfer, evaluate_tasks, forgetting
 from ewcbook.models import mlp
-from ewcbook.penalties import EWC
 from ewcbook.protocol import Consolidation, SequenceResult, train_sequence
 from ewcbook.state import load_state, save_state
 from ewcbook.stats import Interval, mean_interval
@@ -359,16 +358,17 @@ def stored_floats(learner) -> int:
 # --- the memory claims, checked -------------------------------------------------------------
 
 
-def merged_penalty_check(network: keras.Model, anchors, fishers, strength: float, point) -> dict:
-    """Value and gradient of one merged EWC quadratic against the sum of
-    separate per-task EWC penalties, at the weights ``point``.
+def merged_penalty_check(separate, merged, point) -> dict:
+    """Value and gradient of one merged quadratic penalty against the sum of
+    separate per-task penalties, at the weights ``point``.
 
     Args:
-        network: a built network (its weights are restored afterwards).
-        anchors: one list of weight arrays (``get_weights()`` order) per task.
-        fishers: one Fisher (one array per trainable variable) per task.
-        strength: λ.
-        point: the weights at which both are compared.
+        separate: the per-task penalties (e.g. each loaded from the file saved
+            after its task), all on one network.
+        merged: the penalty that should equal their sum (e.g. the state saved
+            after the last task, loaded), on the same network.
+        point: the weights (``get_weights()`` order) at which both are compared;
+            the network's weights are restored afterwards.
 
     Returns:
         ``{"value_separate", "value_merged", "value_rel_diff", "grad_rel_diff",
@@ -376,27 +376,24 @@ def merged_penalty_check(network: keras.Model, anchors, fishers, strength: float
         ``|a − b| / |a|`` of the values and ``max|g_a − g_b| / max|g_a|`` of
         the gradients.
     """
-    if len(anchors) != len(fishers) or not anchors:
-        raise ValueError("anchors and fishers must hold one entry per task, and at least one")
-    saved = network.get_weights()
+    separate = list(separate)
+    if not separate:
+        raise ValueError("separate must hold at least one penalty")
+    variables = merged.variables
+    if any([id(v) for v in p.variables] != [id(v) for v in variables] for p in separate):
+        raise ValueError("separate and merged must be penalties of one network")
+    saved = [v.numpy() for v in variables]
     try:
-        separate, merged = [], None
-        for anchor, fisher in zip(anchors, fishers):
-            network.set_weights(anchor)
-            separate.append(EWC(network, fisher, strength))
-            if merged is None:
-                merged = EWC(network, fisher, strength)
-            else:
-                merged.consolidate(fisher)
-        network.set_weights(point)
-        variables = network.trainable_variables
+        for variable, value in zip(variables, point):
+            variable.assign(value)
         with tf.GradientTape(persistent=True) as tape:
             value_separate = tf.add_n([p() for p in separate])
             value_merged = merged()
         g_sep = tape.gradient(value_separate, variables)
         g_mer = tape.gradient(value_merged, variables)
     finally:
-        network.set_weights(saved)
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
     scale = max(float(tf.reduce_max(tf.abs(g))) for g in g_sep)
     grad_diff = max(float(tf.reduce_max(tf.abs(a - b))) for a, b in zip(g_sep, g_mer))
     vs, vm = float(value_separate), float(value_merged)
