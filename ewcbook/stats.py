@@ -106,8 +106,21 @@ def unpaired_difference(a, b, level: float = 0.95) -> Interval:
     return Interval(diff, diff - half, diff + half)
 
 
-def verdict(interval, above: str, below: str, unclear: str) -> str:
+def resolved_sign(interval, margin: float = 0.0) -> int:
+    """+1 if the interval's low end lies above ``margin``, −1 if its high end lies below −``margin``, else 0.
+
+    With ``margin`` = 0 this is :attr:`Interval.sign`. A margin > 0 is the rule
+    for a verdict that must hold on another CPU: another float path moves every
+    run's last digits and, through training, its accuracies a little, so an end
+    within that much of 0 could cross it; such a comparison counts as not resolved.
+    """
+    margin = real(margin, "margin", low=0.0)
+    _, low, high = Interval(*(float(x) for x in interval))
+    return 1 if low > margin else -1 if high < -margin else 0
+
+
+def verdict(interval, above: str, below: str, unclear: str, margin: float = 0.0) -> str:
     """``above``, ``below`` or ``unclear``, as the interval of a difference lies above 0,
-    below 0, or across it. Glue the result: re-run with other seeds, the prose and
-    the numbers stay in agreement."""
-    return {1: above, -1: below, 0: unclear}[Interval(*interval).sign]
+    below 0, or across it (with ``margin``: see :func:`resolved_sign`). Glue the result:
+    re-run with other seeds, the prose and the numbers stay in agreement."""
+    return {1: above, -1: below, 0: unclear}[resolved_sign(interval, margin)]

@@ -1,6 +1,8 @@
 """ewcbook.chapters.ch7: the exact sum of the per-task Kronecker terms, the control of chapter 7's merge."""
 
+import concurrent.futures
 import importlib.util
+import multiprocessing
 import pathlib
 
 import numpy as np
@@ -9,7 +11,7 @@ from conftest import small_permuted_tasks
 
 import ewcbook as eb
 from ewcbook import kfac
-from ewcbook.chapters import ch7
+from ewcbook.chapters import ch7, processes
 
 
 def sequence(consolidation, tasks):
@@ -60,3 +62,62 @@ def test_the_control_benchmark_runs_both_methods_and_reports_them():
         assert np.array(row["R"]).shape == (3, 3) and row["cpu_seconds"] > 0
     assert len(rows["merged"]["merge_errors"]) == 1 and rows["exact_sum"]["merge_errors"] == []
     assert rows["merged"]["seen"][:2] == rows["exact_sum"]["seen"][:2]  # nothing merged before task 3
+
+
+class SmallTasks:
+    """Stands for ch7.Tasks: the tiny tasks of conftest, built where they are used (picklable)."""
+
+    def __call__(self):
+        return small_permuted_tasks(3)
+
+
+def in_one_process(fn, *args, threads: int, **kwargs):
+    """``fn(*args, **kwargs)`` in one fresh process with ``threads`` TensorFlow threads, as a worker has."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=processes._start_worker,
+                                                initargs=(threads,)) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
+def test_runs_in_two_processes_give_the_same_numbers_as_in_one():
+    """run_all(workers=2): job by job, in order, the same R and merge errors as all the jobs run one after
+    another in one process with the threads of a worker (a K-FAC factor summed by another number of
+    threads may differ in its last digits)."""
+    jobs = [(m, SmallTasks(), 50.0, seed) for m in ch7.METHODS for seed in (0, 1)]
+    settings = dict(hidden=(8,), fisher_samples=32, epochs=1, batch_size=16, reset_optimizer=False)
+    there = ch7.run_all(jobs, workers=2, **settings)
+    alone = in_one_process(ch7.run_all, jobs, workers=1, threads=max(1, processes.cores() // 2), **settings)
+    assert len(there) == len(alone) == len(jobs)
+    for (method, *_), a, b in zip(jobs, alone, there):
+        assert isinstance(b, ch7.RunResult) and b.R.shape == (3, 3) and b.seconds > 0
+        np.testing.assert_array_equal(a.R, b.R)
+        assert a.merge_errors == b.merge_errors
+        assert len(b.merge_errors) == (1 if method == "kfac" else 0)  # one merge: after task 2
+        assert all(len(row) == 2 for row in b.merge_errors)  # one error per layer
+
+
+def test_one_run_is_the_sequence_the_notebook_ran():
+    """ch7.run, in this process, is the notebook's former run(): the same sequence, bit for bit."""
+    settings = dict(hidden=(8,), fisher_samples=32, epochs=1, batch_size=16, reset_optimizer=False)
+    (mine,) = ch7.run_all([("kfac", SmallTasks(), 50.0, 1)], **settings)
+    eb.set_seed(1)
+    theirs = eb.train_sequence(eb.mlp(10, (8,)), small_permuted_tasks(3),
+                               kfac.KroneckerConsolidation(50.0, fisher_samples=32), seed=1, epochs=1, batch_size=16,
+                               reset_optimizer=False)
+    np.testing.assert_array_equal(mine.R, theirs.R)
+    assert mine.merge_errors == theirs.learner.penalties[0].merge_errors
+    assert isinstance(ch7.consolidation("online_ewc", 3.0, 100), eb.Consolidation)
+
+
+def test_run_all_checks_its_jobs_before_starting_workers():
+    with pytest.raises(ValueError, match="method"):
+        ch7.run_all([("ewc", SmallTasks(), 1.0, 0)], workers=2)
+    with pytest.raises(ValueError, match="strength"):
+        ch7.run_all([("kfac", SmallTasks(), -1.0, 0)], workers=2)
+    with pytest.raises(TypeError, match="tasks"):
+        ch7.run_all([("kfac", small_permuted_tasks(2), 1.0, 0)], workers=2)
+    with pytest.raises(ValueError, match="workers"):
+        ch7.run_all([("kfac", SmallTasks(), 1.0, 0)], workers=0)
+    with pytest.raises(ValueError, match="limit"):
+        ch7.Tasks(3, limit=0)
+    assert ch7.Tasks(3, seed=1, limit=10)  # picklable and hashable: a frozen dataclass
