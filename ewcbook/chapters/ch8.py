@@ -37,6 +37,10 @@ GRIDS = {
     "lwf": (0.1, 1.0, 10.0, 100.0),
     "ewc_replay": (1e3, 1e5, 1e7, 1e9),
 }
+#: The chapter's rule for a verdict that must hold on another CPU (:func:`ewcbook.stats.resolved_sign`):
+#: a difference of average accuracies counts as resolved only if its interval clears 0 by more than this,
+#: and a λ choice only if the best beats the runner-up by more than two standard errors plus this.
+MARGIN = 0.005
 #: How a scenario is named in the text.
 SCENARIO_NAMES = {"task": "task-incremental", "domain": "domain-incremental", "class": "class-incremental"}
 
@@ -154,7 +158,7 @@ def select(data: Data, *, seed: int, protocol: Protocol, grids=GRIDS, scenarios=
     Returns:
         ``{(scenario, name): dict(best=strength, scores={strength: accuracy},
         resolved=bool)}``: ``resolved`` is False when the runner-up is within
-        two binomial standard errors of the best on the validation images.
+        two binomial standard errors of the best on the validation images, plus :data:`MARGIN`.
     """
     jobs = [(data, scenario, name, strength, protocol, seed)
             for scenario in scenarios for name, grid in grids.items() for strength in grid]
@@ -168,7 +172,7 @@ def select(data: Data, *, seed: int, protocol: Protocol, grids=GRIDS, scenarios=
             best = scores[ranked[0]]
             error = np.sqrt(max(best * (1 - best), 1e-12) / n)
             chosen[(scenario, name)] = dict(best=ranked[0], scores=scores,
-                                            resolved=best - scores[ranked[1]] > 2 * error)
+                                            resolved=best - scores[ranked[1]] > 2 * error + MARGIN)
     return chosen
 
 
@@ -207,16 +211,19 @@ def compare(rows, scenario: str, a: str, b: str) -> Comparison:
         f"{name_a} ends above {name_b} ({numbers})",
         f"{name_a} ends below {name_b} ({numbers})",
         f"{name_a} and {name_b} are not resolved ({numbers}: differences up to {allowed:.3f} allowed)",
+        margin=MARGIN,
     )
     return Comparison(scenario, a, b, d, sentence)
 
 
 def recommendations(rows, scenario: str, names) -> list[str]:
     """The learners of ``names`` (joint training left out) that no other learner beats in ``scenario``:
-    the best by mean, and every learner whose paired difference to it is not resolved below 0."""
+    the best by mean, and every learner whose paired difference to it is not resolved below 0
+    (by :data:`MARGIN`)."""
     names = [n for n in names if n != "joint"]
     best = max(names, key=lambda n: summary(rows, scenario, n).mean)
-    return [n for n in names if n == best or compare(rows, scenario, n, best).interval.sign >= 0]
+    return [n for n in names
+            if n == best or stats.resolved_sign(compare(rows, scenario, n, best).interval, MARGIN) >= 0]
 
 
 def results_figure(rows, names, scenarios=SCENARIOS):
