@@ -61,10 +61,12 @@ smoke: install
 # numbers tests/test_published.py then compares with the committed ones (tolerances: tests/published.py)
 nbval: nbval-run published
 
+# the cell timeout is a safety net for slow machines (2.6x apart in this project) and busy cores, not the budget:
+# no cell of a chapter's full profile takes over 8 minutes where a raw epoch takes 1.06 s (CONTRIBUTING.md)
 nbval-run: install
 	rm -f $(addprefix $(EXECUTED)/,$(CHAPTERS))
 	PYTHONPATH=tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m pytest -p nbval_record --nbval-lax --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=1200 -p no:randomly -p no:cacheprovider \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=2400 -p no:randomly -p no:cacheprovider \
 		$(CHAPTERS)
 
 published: install
@@ -81,10 +83,15 @@ streams: install
 stream-heavy:
 	$(MAKE) nbval-run CHAPTERS="$(HEAVY)"
 
+# CI's Colab check leaves out the smoke runs of chapters 5, 6 and 8 (about 13 of its 15 CPU-minutes beside the
+# chapters' full runs): they read nothing but MNIST and the packaged results, which nbval's full runs read through
+# the package and chapter 7's run here reads from the wheel. `make colab-check` runs all ten.
+COLAB_CI := $(filter-out book/05_% book/06_% book/08_%,$(CHAPTERS))
+
 stream-light:
 	$(MAKE) unit
 	$(MAKE) nbval-run CHAPTERS="$(LIGHT)"
-	$(MAKE) colab-check
+	$(MAKE) colab-check CHAPTERS="$(COLAB_CI)"
 
 # every chapter as a reader opens it on Colab: the notebook alone in an empty folder, `ewcbook` from the built
 # wheel (whatever a chapter reads must ship with the package), the smoke profile
