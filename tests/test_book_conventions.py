@@ -187,6 +187,20 @@ def test_no_stored_errors(doc):
 
 
 @notebooks
+def test_no_stored_warnings(doc):
+    """No stored output prints a TensorFlow or AutoGraph warning: nbval compares stdout, and a warning
+    that depends on the run (AutoGraph's, when a module's file changed under a running kernel) fails it."""
+    nb = _notebook(doc)
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stdout":
+                text = out.get("text", "")
+                assert "WARNING:" not in text and "AutoGraph" not in text, (
+                    f"cell {index} stores a warning in its stdout: {text[:120]!r}"
+                )
+
+
+@notebooks
 def test_no_progress_bars(doc):
     nb = _notebook(doc)
     for index, cell in enumerate(nb.cells):
