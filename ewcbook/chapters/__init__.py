@@ -20,6 +20,12 @@ alone (on Colab, ``ewcbook`` installed from the repository) finds them with
 import json
 from importlib import resources
 
+#: The book's one rule for a sentence that must read the same on another CPU (another float path moves
+#: every trained number a little): a difference of accuracies counts only beyond this. An interval resolves a
+#: comparison only if it clears 0 by more than it (:func:`ewcbook.stats.resolved_sign`), and a step along a
+#: grid moves a value only if it moves it by more than it.
+MARGIN = 0.005
+
 
 def load_results(name: str):
     """The JSON a benchmark wrote for the chapters, e.g. ``load_results("06_ablation.json")``."""

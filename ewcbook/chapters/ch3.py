@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ewcbook.chapters import MARGIN
 from ewcbook.chapters.style import TASK_COLORS, color, label
 from ewcbook.checks import integer, one_of
 from ewcbook.copies import copy_accuracies, train_copies
@@ -300,17 +301,23 @@ def strength_sweep(
     return rows
 
 
-def trade_off_text(acc_a, acc_b, mean, best: int) -> str:
+def trade_off_text(acc_a, acc_b, mean, best: int, margin: float = MARGIN) -> str:
     """The sentences that read the sweep's trade-off from its numbers, for the prose.
+
+    A step of the grid moves a value only if it moves it by more than
+    ``margin`` (the book's rule, :data:`ewcbook.chapters.MARGIN`): a sentence
+    must not flip with the last digits another CPU changes.
 
     Args:
         acc_a, acc_b, mean: accuracies on A, on B and their mean, one per
             strength of the grid in increasing order, λ = 0 first.
         best: index of the best mean.
+        margin: the smallest move that counts.
 
     Returns:
-        Whether A rises and B falls at every step of the grid, and whether the
-        mean rises at every step up to ``best`` and falls at every step after it.
+        Whether A rises and B falls along the grid (no step moving either the
+        other way by more than ``margin``), and whether the mean rises up to
+        ``best`` and falls after it in the same sense.
 
     Example:
         >>> trade_off_text([0.3, 0.6, 0.9], [0.9, 0.8, 0.2], [0.6, 0.7, 0.55], 1)[:38]
@@ -323,22 +330,26 @@ def trade_off_text(acc_a, acc_b, mean, best: int) -> str:
     best = integer(best, "best", minimum=0)
     if best >= len(m):
         raise ValueError(f"best must index the grid (< {len(m)}), got {best}")
-    opposite = bool(np.all(np.diff(a) >= 0) and np.all(np.diff(b) <= 0))
-    moves = ("Along the grid, each stiffer spring gives A more and B less" if opposite
-             else "A and B do not move in opposite directions at every step of the grid")
+    if not (isinstance(margin, (int, float)) and 0 <= margin < 1):
+        raise ValueError(f"margin must be a number in [0, 1), got {margin!r}")
+    within = f"no step moves a value the other way by more than {margin:g}"
+    opposite = bool(np.all(np.diff(a) > -margin) and np.all(np.diff(b) < margin))
+    moves = (f"Along the grid, each stiffer spring gives A more and B less ({within})" if opposite
+             else f"A and B do not move in opposite directions along the grid: at some step one moves the "
+                  f"other way by more than {margin:g}")
     if best == 0:
         return f"{moves}; no strength raises the mean accuracy above no penalty's."
-    if np.all(np.diff(m[: best + 1]) > 0):
+    if np.all(np.diff(m[: best + 1]) > -margin):
         rise = ("Up to the best λ, each step gains more on A than it costs on B, so the mean rises" if opposite
-                else "Up to the best λ, the mean rises at every step")
+                else "Up to the best λ, the mean rises")
     else:
-        rise = "Up to the best λ, the mean does not rise at every step"
+        rise = f"Up to the best λ, the mean falls by more than {margin:g} at some step"
     if best == len(m) - 1:
         fall = "; the best λ is the largest of the grid"
-    elif np.all(np.diff(m[best:]) < 0):
+    elif np.all(np.diff(m[best:]) < margin):
         fall = "; above it the exchange turns and the mean falls"
     else:
-        fall = "; above it the mean does not fall at every step"
+        fall = f"; above it the mean rises by more than {margin:g} at some step"
     return f"{moves}. {rise}{fall}."
 
 

@@ -15,7 +15,7 @@ import functools
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ewcbook import stats
+from ewcbook import chapters, stats
 from ewcbook.chapters import style
 from ewcbook.chapters.processes import process_map
 from ewcbook.checks import one_of
@@ -37,10 +37,10 @@ GRIDS = {
     "lwf": (0.1, 1.0, 10.0, 100.0),
     "ewc_replay": (1e3, 1e5, 1e7, 1e9),
 }
-#: The chapter's rule for a verdict that must hold on another CPU (:func:`ewcbook.stats.resolved_sign`):
-#: a difference of average accuracies counts as resolved only if its interval clears 0 by more than this,
+#: The book's rule for a verdict that must hold on another CPU (:data:`ewcbook.chapters.MARGIN`): a
+#: difference of average accuracies counts as resolved only if its interval clears 0 by more than this,
 #: and a λ choice only if the best beats the runner-up by more than two standard errors plus this.
-MARGIN = 0.005
+MARGIN = chapters.MARGIN
 #: How a scenario is named in the text.
 SCENARIO_NAMES = {"task": "task-incremental", "domain": "domain-incremental", "class": "class-incremental"}
 
