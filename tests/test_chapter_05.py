@@ -65,7 +65,7 @@ def check_common(g: dict) -> None:
             diff, low, high = g[key], g[f"{key}_low"], g[f"{key}_high"]
             kind, text = g[f"{key}_kind"], g[f"{key}_verdict"]
             assert low <= diff <= high, key
-            assert kind == ("better" if low > 0 else "worse" if high < 0 else "inconclusive"), key
+            assert kind == ("better" if low > ch5.MARGIN else "worse" if high < -ch5.MARGIN else "inconclusive"), key
             # the verdict and its interval share one sign convention: "A beats B by d (A − B: +lo to +hi)"
             if kind == "better":
                 assert text.startswith(f"{name(method)} beats {name(baseline)} by {diff:.3f}"), text
@@ -115,7 +115,7 @@ def check_dominance(g: dict) -> None:
         diff, low, high, kind = g[key], g[f"{key}_low"], g[f"{key}_high"], g[f"{key}_kind"]
         assert low <= diff <= high, m
         assert diff == pytest.approx(g["ch5_val_best_l2"] - g[f"ch5_val_best_{m}"], abs=1e-9), m
-        assert kind == ("better" if low > 0 else "worse" if high < 0 else "inconclusive"), m
+        assert kind == ("better" if low > ch5.MARGIN else "worse" if high < -ch5.MARGIN else "inconclusive"), m
         kinds[m] = kind
         # each method is quoted with its interval in the direction of its group's verdict
         a, b = ("L2", ch5._short(m)) if kind != "worse" else (ch5._short(m), "L2")

@@ -38,6 +38,17 @@ def test_paired_difference_pairs_by_seed_and_verdicts_follow_the_interval():
     assert f"EWC (sampled) − L2: {better.low:+.3f} to {better.high:+.3f}" in ch5.sentence(better)
 
 
+def test_a_difference_within_the_margin_of_zero_is_not_resolved():
+    # the interval excludes 0, but an end lies within ch5.MARGIN of it: another CPU could flip it
+    d = ch5.Difference("ewc", "l2", 0.0067, 0.0047, 0.0087, 10)
+    assert d.kind == "inconclusive" and d.why_open == f"lies within {ch5.MARGIN:g} of 0"
+    text = ch5.sentence(d)
+    assert "are not resolved" in text and "+0.005 to +0.009 (10 seeds), lies within 0.005 of 0" in text
+    clear = ch5.Difference("ewc", "l2", 0.0077, 0.0057, 0.0097, 10)
+    assert clear.kind == "better"
+    assert ch5.Difference("ewc", "l2", 0.001, -0.002, 0.004, 10).why_open == "contains 0"
+
+
 def grid_rows(scores: dict, grid, noise=(-0.01, 0.0, 0.01)) -> list[dict]:
     return [
         dict(setting="one head", method=m, strength=lam, seed=s, acc_A=0.5, acc_B=v + e, mean=v + e)

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook import stats
-from ewcbook.chapters import style
+from ewcbook.chapters import MARGIN, style
 from ewcbook.chapters.processes import process_map
 from ewcbook.checks import one_of
 from ewcbook.copies import copy_accuracies, stack_network, stacked_layers, train_copies
@@ -303,8 +303,14 @@ class Difference:
 
     @property
     def kind(self) -> str:
-        """``"better"`` (the interval is above 0), ``"worse"`` (below 0) or ``"inconclusive"``."""
-        return stats.verdict((self.diff, self.low, self.high), "better", "worse", "inconclusive")
+        """``"better"`` (the interval is above 0 by more than :data:`~ewcbook.chapters.MARGIN`), ``"worse"``
+        (below 0 by more than it) or ``"inconclusive"`` (the book's rule for a verdict that holds on another CPU)."""
+        return stats.verdict((self.diff, self.low, self.high), "better", "worse", "inconclusive", margin=MARGIN)
+
+    @property
+    def why_open(self) -> str:
+        """Why an inconclusive difference is: its interval contains 0, or an end lies within the margin of 0."""
+        return "contains 0" if self.low <= 0 <= self.high else f"lies within {MARGIN:g} of 0"
 
 
 def difference(rows, setting: str, method: str, baseline: str, key: str = "mean") -> Difference:
@@ -337,8 +343,8 @@ def sentence(d: Difference, names=None) -> str:
     width = max(abs(d.low), abs(d.high))
     return (
         f"{name} and {other} are not resolved: {short[d.method]} − {short[d.baseline]} is {d.diff:+.3f}, and its "
-        f"95 % interval, {d.low:+.3f} to {d.high:+.3f} ({d.seeds} seeds), contains 0: it allows differences up to "
-        f"{width:.3f}"
+        f"95 % interval, {d.low:+.3f} to {d.high:+.3f} ({d.seeds} seeds), {d.why_open}: it allows differences "
+        f"up to {width:.3f}"
     )
 
 
@@ -576,7 +582,7 @@ def dominance_sentence(rows, setting: str, methods, reference: str = "l2") -> st
         else:
             open_.append(
                 f"{name} {best:.3f} at λ = {lam:g} ({pair[0]} − {pair[1]}: {d.diff:+.3f}, "
-                f"95 % interval {d.low:+.3f} to {d.high:+.3f}, contains 0)"
+                f"95 % interval {d.low:+.3f} to {d.high:+.3f}, {d.why_open})"
             )
     seeds = len(_rows(rows, setting, reference, lam_ref))
     where = f"{ref}'s best point ({best_ref:.3f} at λ = {lam_ref:g}; {seeds} selection seeds)"
