@@ -18,6 +18,9 @@ PAPERMILL := $(BIN)/papermill --cwd book -k python3 --no-progress-bar --log-leve
 empty :=
 space := $(empty) $(empty)
 CHAPTER_NAMES := $(subst $(space), or ,$(strip $(basename $(notdir $(CHAPTERS)))))
+# a stage of `make test` prints the time it ends (with `make -j2`, each stream when it starts and ends too):
+# the profile of a CI run
+STAMP_TIME = @echo "== $$(date +%T) $@ $(1)"
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
@@ -67,10 +70,11 @@ nbval-run: install
 	rm -f $(addprefix $(EXECUTED)/,$(CHAPTERS))
 	PYTHONPATH=tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m pytest -p nbval_record --nbval-lax --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=2400 -p no:randomly -p no:cacheprovider \
-		$(CHAPTERS)
+		--durations=15 $(CHAPTERS)
 
 published: install
 	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_published.py -k "$(CHAPTER_NAMES)"
+	$(call STAMP_TIME,ends)
 
 # `make test` keeps both cores busy: chapters 5, 6 and 8 (whose runs go to two processes in their longest cells)
 # in one stream; the unit tests, then the other chapters (chapter 7 last) in the other, at the same time. The Colab
@@ -83,11 +87,16 @@ streams: install
 	$(MAKE) -j2 --output-sync=line stream-heavy stream-light
 
 stream-heavy:
+	$(call STAMP_TIME,starts)
 	$(MAKE) nbval-run CHAPTERS="$(HEAVY)"
+	$(call STAMP_TIME,ends)
 
 stream-light:
+	$(call STAMP_TIME,starts)
 	$(MAKE) unit
+	$(call STAMP_TIME,unit tests done)
 	$(MAKE) nbval-run CHAPTERS="$(LIGHT)"
+	$(call STAMP_TIME,ends)
 
 # every chapter as a reader opens it on Colab: the notebook alone in an empty folder, `ewcbook` from the built
 # wheel (whatever a chapter reads must ship with the package), the smoke profile
@@ -106,6 +115,7 @@ colab-check: install
 # every chapter's claims, on the committed outputs and on the fresh run of `make nbval`
 claims: install
 	EWCBOOK_REQUIRE_EXECUTED=1 $(BIN)/python -m pytest tests/test_chapter_*.py tests/test_howto.py tests/test_appendix.py -m "not notebooks"
+	$(call STAMP_TIME,ends)
 
 # execute every chapter's full profile into _build/executed/book/ (the committed chapters stay as they are)
 execute: install
@@ -133,6 +143,7 @@ html: install
 # _build/html from the chapters executed into _build/executed
 html-executed: install executed-tree
 	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --all -W --keep-going
+	$(call STAMP_TIME,ends)
 
 # the PDF edition, _build/latex/ewcbook.pdf, with Sphinx's LaTeX builder and XeLaTeX (TeX Live from Debian:
 # texlive-xetex texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended latexmk fonts-freefont-otf
@@ -146,6 +157,7 @@ pdf: install
 pdf-executed: install executed-tree
 	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --builder pdflatex -W --keep-going
 	$(PDF_PAGES)
+	$(call STAMP_TIME,ends)
 
 book: execute pdf-executed html-executed
 
@@ -158,6 +170,7 @@ update-book: install
 
 browser: install
 	$(BIN)/python -m pytest tests/test_book_html.py tests/test_book_pdf.py
+	$(call STAMP_TIME,ends)
 
 test: lint streams published claims pdf-executed html-executed browser
 

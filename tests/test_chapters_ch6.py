@@ -82,38 +82,30 @@ def test_train_joint_and_run_methods_are_paired_by_seed():
 
 
 def test_runs_in_two_processes_give_the_same_numbers_and_learners_as_in_one():
-    """run_methods, run_joint and run_table with workers=2: the same R, accuracies, weights and penalties
-    as in this process."""
+    """run_table (and so run_methods and run_joint, which share its path) with workers=2: the same R,
+    accuracies, weights and penalties as in this process. Two pools only: each start costs seconds."""
     make = ch6.PermutedTasks(2, limit=300)
     runs = {"none": {"method": "none"}, "ewc": {"method": "ewc", "strength": 5.0},
             "online_ewc": {"method": "online_ewc", "strength": 5.0, "gamma": 0.9}}
     settings = dict(hidden=(8,), epochs=1, batch_size=32, fisher_samples=100, reset_optimizer=False)
     here = ch6.run_methods(make, runs, seeds=[0, 1], **settings)
-    there = ch6.run_methods(make, runs, seeds=[0, 1], workers=2, **settings)  # one job per seed
+    joint_here = ch6.run_joint(make, seeds=[0, 1], hidden=(8,), epochs=1, batch_size=32)
+    # one job per seed and per joint run
+    table, joint_table = ch6.run_table(make, runs, seeds=[0, 1], workers=2,
+                                       joint=dict(epochs=1, batch_size=32), **settings)
     alone = ch6.run_methods(make, runs, seeds=[1], workers=2, **settings)  # two jobs: the runs cut in two
     for name in runs:
         np.testing.assert_array_equal(alone[name][0].R, here[name][1].R)
-    for name in runs:
-        for a, b in zip(here[name], there[name]):
+        for a, b in zip(here[name], table[name]):
             np.testing.assert_array_equal(a.R, b.R)
             for u, v in zip(a.learner.network.get_weights(), b.learner.network.get_weights()):
                 np.testing.assert_array_equal(u, v)
             assert ch6.stored_floats(a.learner) == ch6.stored_floats(b.learner)
             values = [[float(p()) for p in r.learner.penalties] for r in (a, b)]
             np.testing.assert_allclose(values[0], values[1], rtol=1e-6)
-    joint_here = ch6.run_joint(make, seeds=[0, 1], hidden=(8,), epochs=1, batch_size=32)
-    joint_there = ch6.run_joint(make, seeds=[0, 1], hidden=(8,), epochs=1, batch_size=32, workers=2)
-    for a, b in zip(joint_here, joint_there):
-        np.testing.assert_array_equal(a.accuracies, b.accuracies)
-        assert b.learner is None
-    # both in one set of processes: the same numbers as the two calls
-    table, joint_table = ch6.run_table(make, runs, seeds=[0, 1], workers=2,
-                                       joint=dict(epochs=1, batch_size=32), **settings)
-    for name in runs:
-        for a, b in zip(here[name], table[name]):
-            np.testing.assert_array_equal(a.R, b.R)
     for a, b in zip(joint_here, joint_table):
         np.testing.assert_array_equal(a.accuracies, b.accuracies)
+        assert b.learner is None
     with pytest.raises(ValueError, match="workers"):
         ch6.run_methods(make, runs, seeds=[0], workers=0)
     with pytest.raises(TypeError, match="joint"):

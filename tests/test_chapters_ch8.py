@@ -106,8 +106,10 @@ def test_reference_budget_benchmark_runs(tmp_path):
     """A smoke run of benchmarks/scenarios.py, the script behind ewcbook/chapters/results/08_reference_budget.json."""
     out = tmp_path / "smoke.json"
     script = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "scenarios.py"
-    done = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(out)], capture_output=True,
-                          text=True, timeout=600)
+    # one process: workers=2 gives the same runs (test_two_workers_give_the_same_runs_as_one) and costs two
+    # pools' start-up here
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--workers", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads(out.read_text())
     assert set(saved["mean"]["class"]) == set(ch8.METHODS)
