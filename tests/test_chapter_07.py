@@ -6,17 +6,20 @@ import numpy as np
 import pytest
 from conftest import FULL_RUNS, full_run
 
+from ewcbook.chapters import MARGIN
+
 CHAPTER = "07_kronecker.ipynb"
 
 
 def check_verdict(vals: dict, key: str, diff: str, above: str, below: str) -> None:
-    """The verdict follows its interval, and quotes the difference with the sign of the sentence."""
+    """The verdict follows its interval (the book's rule: it must clear 0 by more than MARGIN), and quotes the
+    difference with the sign of the sentence."""
     low, high, sentence = vals[f"{diff}_low"], vals[f"{diff}_high"], vals[key]
     assert low <= vals[diff] <= high
-    if low > 0:
+    if low > MARGIN:
         assert sentence.startswith(above) and f"by {vals[diff]:.3f}" in sentence
         assert f"interval {low:.3f} to {high:.3f}" in sentence
-    elif high < 0:
+    elif high < -MARGIN:
         assert sentence.startswith(below) and f"by {-vals[diff]:.3f}" in sentence
         assert f"interval {-high:.3f} to {-low:.3f}" in sentence
     else:
