@@ -11,13 +11,16 @@ from __future__ import annotations
 import pytest
 from conftest import FULL_RUNS, full_run
 
+from ewcbook.chapters import MARGIN
+
 CHAPTER = "06_beyond_two_tasks.ipynb"
 SEQUENTIAL = ("none", "l2", "l2_moving", "ewc", "online_ewc")
 
 
 def expected_verdict(low: float, high: float, choices: list) -> str:
+    """The book's rule: an interval resolves a comparison only if it clears 0 by more than MARGIN."""
     higher, lower, unclear = choices
-    return higher if low > 0 else lower if high < 0 else unclear
+    return higher if low > MARGIN else lower if high < -MARGIN else unclear
 
 
 def check_claims(v: dict, *, margin: float, full: bool) -> None:
@@ -40,6 +43,8 @@ def check_claims(v: dict, *, margin: float, full: bool) -> None:
         if low <= 0 <= high:  # an unresolved comparison states how large a difference its interval allows
             assert f"not resolved: the interval allows differences up to {max(abs(low), abs(high)):.3f}" in (
                 v[f"ch6_verdict_{key}"]), key
+        elif min(abs(low), abs(high)) <= MARGIN:  # an interval within the margin of 0 says so
+            assert f"lies within {MARGIN:g} of 0" in v[f"ch6_verdict_{key}"], key
     # joint training, the upper bound, gets at least as many steps as the sequence
     assert v["ch6_joint_step_fraction"] >= 1
     # the one-seed ablation is read against twice the SD of a difference of two one-seed runs
@@ -47,8 +52,8 @@ def check_claims(v: dict, *, margin: float, full: bool) -> None:
     keep_adam = v["ch6_abl_acc_keep_adam"] - v["ch6_abl_acc_base"]
     assert v["ch6_abl_keep_adam_status"].startswith("beyond") == (abs(keep_adam) > v["ch6_abl_two_sd"])
     goal_low, goal_high = v["ch6_avg_acc_ewc_low"] - 0.943, v["ch6_avg_acc_ewc_high"] - 0.943
-    assert ("above" in v["ch6_verdict_goal"]) == (goal_low > 0)
-    assert ("below" in v["ch6_verdict_goal"]) == (goal_high < 0)
+    assert ("above" in v["ch6_verdict_goal"]) == (goal_low > MARGIN)
+    assert ("below" in v["ch6_verdict_goal"]) == (goal_high < -MARGIN)
     # the sentence on forgetting and backward transfer follows the runs (equal up to sign in every run, or not)
     assert v["ch6_bwt_sentence"].startswith("say the same") == v["ch6_bwt_equals_forgetting"]
     if v["ch6_bwt_equals_forgetting"]:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
+from ewcbook.chapters import MARGIN
 from ewcbook.chapters.processes import process_map
 from ewcbook.chapters.style import label
 from ewcbook.checks import integer
@@ -280,26 +281,32 @@ def _joint_run(job) -> JointResult:
 # --- reading the accuracy matrix ------------------------------------------------------------
 
 
-def not_resolved(subject: str, interval) -> str:
-    """The verdict for a difference whose interval contains 0, with the power it had.
+def not_resolved(subject: str, interval, margin: float = MARGIN) -> str:
+    """The verdict for a difference whose interval does not clear 0 by more than ``margin``
+    (the book's rule, :data:`ewcbook.chapters.MARGIN`), with the power it had.
 
     Args:
         subject: what was compared, e.g. ``"online EWC against EWC"``.
         interval: ``(mean, low, high)`` of the difference.
+        margin: how far from 0 an interval's nearer end must lie to resolve it.
 
     Returns:
         ``"<subject> is not resolved: the interval allows differences up to X"``,
-        X the larger end in absolute value.
+        X the larger end in absolute value, or, for an interval that excludes 0
+        by less than ``margin``, that it lies within the margin of 0.
 
     Example:
         >>> not_resolved("A against B", (0.01, -0.02, 0.04))
         'A against B is not resolved: the interval allows differences up to 0.040'
+        >>> not_resolved("A against B", (0.009, 0.004, 0.015))
+        'A against B is not resolved: the interval, +0.004 to +0.015, lies within 0.005 of 0'
     """
     if not isinstance(subject, str) or not subject:
         raise TypeError(f"subject must be a non-empty str, got {subject!r}")
     _, low, high = Interval(*(float(x) for x in interval))
-    return f"{subject} is not resolved: the interval allows differences up to {max(abs(low), abs(high)):.3f}"
-
+    if low <= 0 <= high:
+        return f"{subject} is not resolved: the interval allows differences up to {max(abs(low), abs(high)):.3f}"
+    return f"{subject} is not resolved: the interval, {low:+.3f} to {high:+.3f}, lies within {margin:g} of 0"
 
 
 def intransigence(R, reference) -> float:
