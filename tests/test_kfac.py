@@ -8,7 +8,8 @@ import pytest
 import tensorflow as tf
 
 import ewcbook as eb
-from ewcbook.kfac import KroneckerEWC, full_fisher, kronecker_factors, nearest_kronecker
+from ewcbook.kfac import KroneckerEWC, _matrix, full_fisher, kronecker_factors, nearest_kronecker
+from ewcbook.models import layer_variables
 
 
 def _data(n=23, d=6, classes=4, seed=0):
@@ -178,6 +179,28 @@ def test_penalty_without_bias_and_its_gradient():
     grad = tape.gradient(value, first.kernel).numpy()
     delta = first.kernel.numpy() - penalty.anchors[0].numpy()
     _assert_close(grad, 2.0 * a @ delta @ g, rtol=1e-4)  # ∂/∂W of λ/2 tr(ΔWᵀ A ΔW G) = λ A ΔW G
+
+
+def test_penalty_gradient_from_its_two_products_is_autodiff_of_the_trace_form():
+    # after a merge (SVD output, not symmetric to the last bit) and with damping, as chapter 7 trains it
+    model = _stack()
+    penalty = KroneckerEWC(model, _factors(model), strength=3.0, damping=1e-3, gamma=0.9)
+    _perturb(model)
+    penalty.consolidate(_factors(model, seed=1))
+    _perturb(model)
+    variables = penalty.variables
+    with tf.GradientTape(persistent=True) as tape:
+        value = penalty()
+        total, k = 0.0, 0
+        for (kind, layer), (a, g) in zip(penalty.steps, penalty._damped):
+            n = len(layer_variables(layer))
+            delta = _matrix(kind, [v - anchor for v, anchor in zip(variables[k:k + n], penalty.anchors[k:])])
+            k += n
+            total += tf.reduce_sum(tf.matmul(a, delta) * tf.matmul(delta, g))  # plain autodiff
+        plain = 0.5 * penalty.strength * total
+    np.testing.assert_allclose(float(value), float(plain), rtol=1e-5)
+    for ours, autodiff in zip(tape.gradient(value, variables), tape.gradient(plain, variables), strict=True):
+        _assert_close(ours.numpy(), autodiff.numpy(), rtol=1e-5)
 
 
 def test_penalty_trains_inside_keras_fit():
