@@ -15,6 +15,8 @@ permuted-MNIST task of 60,000 images, in one process:
 * ``eval``: evaluating 10 tasks;
 * ``ewc0``, ``ewc1``, ``ewc9``: a steady epoch with 0, 1 and 9 tasks
   consolidated into per-task EWC;
+* ``kfac1``: a steady epoch with one task's Kronecker-factored EWC penalty
+  (chapter 7), whose two products per layer cost more than the step itself;
 * ``sweep``: 16 runs of task B (split MNIST, the seed's 784-128-5 net, one
   epoch, batch 128) side by side in one model, against the same 16 runs one
   after another with ``fit_task`` (``solo16``).
@@ -130,6 +132,13 @@ def main():
         EWC.consolidate(learner, tasks[count - 1], seed=count)
         if count in (1, 9):
             figures[f"ewc{count}"] = steady_epoch(learner, tasks[0], f"ewc{count}")
+
+    # per-step cost of K-FAC EWC (chapter 7): one task's Kronecker factors, whose penalty is several steps' work
+    kfac = eb.ContinualModel(eb.mlp(10, HIDDEN))
+    eb.fit_task(kfac, tasks[0], epochs=1, batch_size=BATCH)
+    factors = eb.kfac.kronecker_factors(kfac, tasks[0].dataset("train", batch_size=1000, shuffle=False, limit=2000))
+    kfac.penalties = [eb.kfac.KroneckerEWC(kfac, factors, strength=10.0)]
+    figures["kfac1"] = steady_epoch(kfac, tasks[0], "kfac1")
 
     # a whole new task as chapter 6 runs it: fit 2 epochs, evaluate 10 tasks, consolidate
     def whole_task():

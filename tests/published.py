@@ -7,7 +7,7 @@ value of that run with the committed one by the first rule below whose
 pattern matches the glue key (``re.search``), or else by the value's type.
 
 Why tolerances at all: another CPU (a GitHub runner, a reader's laptop, or
-this machine with ``TF_ENABLE_ONEDNN_OPTS=0``) adds floating-point numbers in
+one machine with ``TF_ENABLE_ONEDNN_OPTS`` flipped from its default, README) adds floating-point numbers in
 another order. A training run then follows a slightly different path, and
 what it ends at differs in the last digits of the weights and, through them,
 in a few test images: an accuracy over 5,000-10,000 test images moves by a
