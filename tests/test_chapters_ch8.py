@@ -87,6 +87,19 @@ def test_comparison_sentence_follows_its_interval():
     assert ch8.recommendations(rows, "class", ["ewc", "si", "replay", "joint"]) == ["replay"]
 
 
+def test_a_choice_is_resolved_only_beyond_two_standard_errors_plus_the_margin():
+    from ewcbook.chapters import MARGIN, choice_resolved
+
+    n = 10_000
+    error = np.sqrt(0.9 * 0.1 / n)  # 0.003
+    assert not choice_resolved({1.0: 0.9, 10.0: 0.9}, n)  # a tie
+    assert not choice_resolved({1.0: 0.9, 10.0: 0.9 - 2 * error - MARGIN + 1e-4, 100.0: 0.5}, n)
+    assert choice_resolved({1.0: 0.9, 10.0: 0.9 - 2 * error - MARGIN - 1e-4, 100.0: 0.5}, n)
+    assert choice_resolved({1.0: 0.5, 10.0: 0.9, 100.0: 0.8}, n)  # order of the grid does not matter
+    with pytest.raises(ValueError, match="scores"):
+        choice_resolved({1.0: 0.9}, n)
+
+
 def test_confusion_rows_are_shares_of_each_true_digit():
     tasks = small_tasks("class")
     learner = eb.ContinualModel(eb.mlp(10, (8,)))

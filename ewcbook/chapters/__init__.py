@@ -20,11 +20,24 @@ alone (on Colab, ``ewcbook`` installed from the repository) finds them with
 import json
 from importlib import resources
 
+import numpy as np
+
 #: The book's one rule for a sentence that must read the same on another CPU (another float path moves
 #: every trained number a little): a difference of accuracies counts only beyond this. An interval resolves a
 #: comparison only if it clears 0 by more than it (:func:`ewcbook.stats.resolved_sign`), and a step along a
 #: grid moves a value only if it moves it by more than it.
 MARGIN = 0.005
+
+
+def choice_resolved(scores: dict, n_examples: int) -> bool:
+    """Whether the best point of a validation grid (``{candidate: accuracy}``, accuracies over ``n_examples``
+    validation images) beats the runner-up beyond noise: by more than two binomial standard errors of the best
+    accuracy, plus :data:`MARGIN`. When it does not, another CPU may choose the runner-up."""
+    if len(scores) < 2:
+        raise ValueError(f"scores must hold at least two candidates, got {len(scores)}")
+    best, runner_up = sorted(scores.values(), reverse=True)[:2]
+    error = np.sqrt(max(best * (1 - best), 1e-12) / n_examples)
+    return bool(best - runner_up > 2 * error + MARGIN)
 
 
 def load_results(name: str):

@@ -158,7 +158,8 @@ def select(data: Data, *, seed: int, protocol: Protocol, grids=GRIDS, scenarios=
     Returns:
         ``{(scenario, name): dict(best=strength, scores={strength: accuracy},
         resolved=bool)}``: ``resolved`` is False when the runner-up is within
-        two binomial standard errors of the best on the validation images, plus :data:`MARGIN`.
+        two binomial standard errors of the best on the validation images, plus :data:`MARGIN`
+        (:func:`ewcbook.chapters.choice_resolved`).
     """
     jobs = [(data, scenario, name, strength, protocol, seed)
             for scenario in scenarios for name, grid in grids.items() for strength in grid]
@@ -168,11 +169,8 @@ def select(data: Data, *, seed: int, protocol: Protocol, grids=GRIDS, scenarios=
         n = sum(len(t.y_test) for t in data.tasks(scenario))
         for name, grid in grids.items():
             scores = {strength: float(np.mean(finals[(scenario, name, strength)])) for strength in grid}
-            ranked = sorted(scores, key=scores.get, reverse=True)
-            best = scores[ranked[0]]
-            error = np.sqrt(max(best * (1 - best), 1e-12) / n)
-            chosen[(scenario, name)] = dict(best=ranked[0], scores=scores,
-                                            resolved=best - scores[ranked[1]] > 2 * error + MARGIN)
+            chosen[(scenario, name)] = dict(best=max(scores, key=scores.get), scores=scores,
+                                            resolved=chapters.choice_resolved(scores, n))
     return chosen
 
 
