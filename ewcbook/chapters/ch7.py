@@ -28,6 +28,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from ewcbook.chapters import MARGIN, choice_resolved, style
 from ewcbook.chapters.processes import process_map
 from ewcbook.checks import instance, integer, one_of, optional_integer, real
 from ewcbook.data import Task, permuted_mnist, validation_split
@@ -171,3 +172,21 @@ def run_all(jobs, *, hidden=(400, 400), fisher_samples: int | None = None, worke
         checked.append((method, tasks, strength, integer(seed, "seed", minimum=0), tuple(hidden), fisher_samples,
                         dict(settings)))
     return process_map(run, checked, workers)
+
+
+def choice_sentence(validation: dict, n_examples: int) -> str:
+    """What the validation says of each method's λ (``validation``: ``{method: {λ: accuracy}}`` over
+    ``n_examples`` validation images), by :func:`ewcbook.chapters.choice_resolved`: the choices it does not
+    resolve, each with its best two points, or that it resolves them all."""
+    unresolved = []
+    for method, scores in validation.items():
+        if not choice_resolved(scores, n_examples):
+            (a, score_a), (b, score_b) = sorted(scores.items(), key=lambda kv: -kv[1])[:2]
+            unresolved.append(f"for {style.label(method)} (λ = {a:g}: {score_a:.3f}; λ = {b:g}: {score_b:.3f})")
+    if not unresolved:
+        return f"Each choice beats the next λ by more than two standard errors of the validation images plus {MARGIN}."
+    return (
+        f"The validation does not resolve the choice {' or '.join(unresolved)}: its best two points lie within two "
+        f"standard errors (on {n_examples:,} validation images) plus {MARGIN} of each other, so another CPU may "
+        "choose the other."
+    )
