@@ -50,8 +50,8 @@ import re
 
 from ewcbook.chapters import MARGIN
 
-# a number as the prose writes it: 0.745, -1e-05, .5, 8,171 (thousands separated)
-NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+# a number as the prose writes it, with its sign: 0.745, -1e-05, +0.004, .5, 8,171 (thousands separated)
+NUMBER = re.compile(r"[-+−]?\d{1,3}(?:,\d{3})+(?:\.\d+)?|[-+−]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+−]?\.\d+")
 
 #: (pattern on the glue key, kind, absolute tolerance, relative tolerance); the first match wins.
 RULES = [

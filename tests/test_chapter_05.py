@@ -59,6 +59,9 @@ def check_common(g: dict) -> None:
             assert interior == (grid[0] < lam < grid[-1]), (prefix, m)
             mentioned = f"{name(m)} (λ = {lam:g})" in g[f"{prefix}_edge_sentence"]
             assert mentioned == (not interior), (prefix, m, g[f"{prefix}_edge_sentence"])
+            # the chosen λ is the weakest of those the validation cannot tell from the best (the book's rule)
+            choice = g[f"{prefix}_choice_sentence"]
+            assert f"{name(m)}, λ = {lam:g} alone" in choice or f"{name(m)}, λ ∈ {{{lam:g}," in choice, (m, choice)
         # Every verdict agrees with its interval, and quotes its numbers.
         for method, baseline in DIFFERENCES[prefix]:
             key = f"{prefix}_diff_{method}_{baseline}"

@@ -6,9 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 from conftest import small_permuted_tasks
+from published import NUMBER
 
 import ewcbook as eb
-from ewcbook.chapters import ch6, load_results, style
+from ewcbook.chapters import MARGIN, ch6, load_results, style, weakest_within_noise
 
 
 @pytest.mark.parametrize("reset_optimizer", [True, False])
@@ -150,17 +151,27 @@ def test_matrix_grid_and_colours():
 def test_weakest_within_noise_takes_the_weakest_penalty_the_noise_cannot_separate():
     scores = {"a": 0.930, "b": 0.930, "c": 0.932, "d": 0.909}
     strengths = {"a": (100.0,), "b": (1000.0,), "c": (1e4,), "d": (10.0,)}
-    chosen, error = ch6.weakest_within_noise(scores, strengths, 6000)
-    assert error == pytest.approx(np.sqrt(0.932 * 0.068 / 6000))
+    chosen, band = weakest_within_noise(scores, strengths, 6000)
+    assert band == pytest.approx(2 * np.sqrt(0.932 * 0.068 / 6000) + MARGIN)
     assert chosen == "a"  # d is weaker but clearly worse
-    assert ch6.weakest_within_noise(scores, strengths, 10**9)[0] == "c"  # no noise: the best
+    clear = {"a": 0.920, "c": 0.932}
+    assert weakest_within_noise(clear, {"a": 1, "c": 2}, 10**9)[0] == "c"  # beyond the margin: the best
+    assert weakest_within_noise(clear, {"a": 1, "c": 2}, 1000)[0] == "a"  # within the noise of 1,000 images
     with pytest.raises(ValueError, match="same candidates"):
-        ch6.weakest_within_noise(scores, {"a": 1}, 10)
+        weakest_within_noise(scores, {"a": 1}, 10)
+    with pytest.raises(ValueError, match="n_examples"):
+        weakest_within_noise(scores, strengths, 0)
 
 
-def test_not_resolved_states_the_largest_difference_the_interval_allows():
+def test_not_resolved_states_the_largest_difference_the_interval_allows_in_one_wording():
     assert ch6.not_resolved("A against B", (0.01, -0.05, 0.03)) == (
-        "A against B is not resolved: the interval allows differences up to 0.050")
+        "A against B is not resolved: the interval does not clear 0 by more than 0.005 (differences up to 0.050 "
+        "allowed)"
+    )
+    # an interval whose end crosses 0 on another CPU gives the same sentence, numbers aside
+    assert NUMBER.sub("#", ch6.not_resolved("A", (0.01, 0.002, 0.02))) == NUMBER.sub(
+        "#", ch6.not_resolved("A", (0.01, -0.002, 0.02))
+    )
     with pytest.raises(TypeError, match="subject"):
         ch6.not_resolved("", (0.0, -1.0, 1.0))
 

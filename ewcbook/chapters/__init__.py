@@ -29,15 +29,67 @@ import numpy as np
 MARGIN = 0.005
 
 
+def noise_band(best: float, n_examples: int) -> float:
+    """How far below the best score of a validation grid another candidate may lie and still not be told apart
+    from it: two binomial standard errors of the best accuracy on ``n_examples`` validation images, plus
+    :data:`MARGIN` (the float path's share: another CPU moves every trained accuracy a little)."""
+    if not isinstance(n_examples, (int, np.integer)) or isinstance(n_examples, bool) or n_examples < 1:
+        raise ValueError(f"n_examples must be an int >= 1, got {n_examples!r}")
+    return float(2 * np.sqrt(max(best * (1 - best), 1e-12) / n_examples) + MARGIN)
+
+
+def within_noise(scores: dict, n_examples: int) -> list:
+    """The candidates of a validation grid (``{candidate: accuracy}``, accuracies over ``n_examples``
+    validation images) that the validation cannot tell apart from the best: within :func:`noise_band` of it.
+    The best comes first; the others follow in the order of ``scores``."""
+    if len(scores) < 1:
+        raise ValueError("scores must hold at least one candidate")
+    best = max(scores, key=scores.get)
+    band = noise_band(scores[best], n_examples)
+    return [best] + [c for c, score in scores.items() if c != best and score >= scores[best] - band]
+
+
 def choice_resolved(scores: dict, n_examples: int) -> bool:
     """Whether the best point of a validation grid (``{candidate: accuracy}``, accuracies over ``n_examples``
-    validation images) beats the runner-up beyond noise: by more than two binomial standard errors of the best
-    accuracy, plus :data:`MARGIN`. When it does not, another CPU may choose the runner-up."""
+    validation images) beats the runner-up beyond noise (:func:`noise_band`: two binomial standard errors of
+    the best accuracy, plus :data:`MARGIN`). When it does not, another CPU may choose the runner-up."""
     if len(scores) < 2:
         raise ValueError(f"scores must hold at least two candidates, got {len(scores)}")
-    best, runner_up = sorted(scores.values(), reverse=True)[:2]
-    error = np.sqrt(max(best * (1 - best), 1e-12) / n_examples)
-    return bool(best - runner_up > 2 * error + MARGIN)
+    return len(within_noise(scores, n_examples)) == 1
+
+
+def weakest_within_noise(scores: dict, strengths: dict, n_examples: int):
+    """The candidate to keep from a validation grid: the weakest penalty among those the validation cannot
+    tell apart from the best (:func:`within_noise`).
+
+    Keeping the best by a difference smaller than the noise would let the last digit choose (another CPU,
+    another choice); among candidates that the data cannot separate, the weakest penalty is the one that
+    costs the new tasks least, and over a longer sequence, where penalties add up, the safer bet.
+
+    Args:
+        scores: ``{candidate: validation accuracy}``.
+        strengths: ``{candidate: sort key of its strength}``, e.g. ``(λ, γ)``;
+            the smallest key is the weakest penalty.
+        n_examples: number of validation examples behind each score.
+
+    Returns:
+        ``(candidate, band)``, ``band`` the :func:`noise_band` of the best score.
+    """
+    if not scores or set(scores) != set(strengths):
+        raise ValueError("scores and strengths must be non-empty and name the same candidates")
+    close = within_noise(scores, n_examples)
+    return min(close, key=lambda c: strengths[c]), noise_band(max(scores.values()), n_examples)
+
+
+def open_reason(low: float, high: float) -> str:
+    """Why an interval ``[low, high]`` of a difference does not resolve it, in one wording whether it contains
+    0 or clears it by less than :data:`MARGIN` (so that the sentence does not change with the float path when
+    an end lies near 0), with the largest difference it allows."""
+    low, high = float(low), float(high)
+    if not low <= high:
+        raise ValueError(f"low must be <= high, got {low} and {high}")
+    allowed = max(abs(low), abs(high))
+    return f"the interval does not clear 0 by more than {MARGIN:g} (differences up to {allowed:.3f} allowed)"
 
 
 def load_results(name: str):

@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from ewcbook import stats
-from ewcbook.chapters import MARGIN, style
+from ewcbook.chapters import MARGIN, noise_band, open_reason, style, weakest_within_noise, within_noise
 from ewcbook.chapters.processes import process_map
 from ewcbook.checks import one_of
 from ewcbook.copies import copy_accuracies, stack_network, stacked_layers, train_copies
@@ -307,11 +307,6 @@ class Difference:
         (below 0 by more than it) or ``"inconclusive"`` (the book's rule for a verdict that holds on another CPU)."""
         return stats.verdict((self.diff, self.low, self.high), "better", "worse", "inconclusive", margin=MARGIN)
 
-    @property
-    def why_open(self) -> str:
-        """Why an inconclusive difference is: its interval contains 0, or an end lies within the margin of 0."""
-        return "contains 0" if self.low <= 0 <= self.high else f"lies within {MARGIN:g} of 0"
-
 
 def difference(rows, setting: str, method: str, baseline: str, key: str = "mean") -> Difference:
     """``method`` minus ``baseline`` on ``key``, paired by seed (the runs of a seed share task A)."""
@@ -340,11 +335,9 @@ def sentence(d: Difference, names=None) -> str:
     span = f"95 % interval of {short[d.method]} − {short[d.baseline]}: {d.low:+.3f} to {d.high:+.3f}, {d.seeds} seeds"
     if d.kind == "better":
         return f"{name} beats {other} by {d.diff:.3f} ({span})"
-    width = max(abs(d.low), abs(d.high))
     return (
-        f"{name} and {other} are not resolved: {short[d.method]} − {short[d.baseline]} is {d.diff:+.3f}, and its "
-        f"95 % interval, {d.low:+.3f} to {d.high:+.3f} ({d.seeds} seeds), {d.why_open}: it allows differences "
-        f"up to {width:.3f}"
+        f"{name} and {other} are not resolved: {short[d.method]} − {short[d.baseline]} is {d.diff:+.3f}, 95 % "
+        f"interval {d.low:+.3f} to {d.high:+.3f} ({d.seeds} seeds); {open_reason(d.low, d.high)}"
     )
 
 
@@ -357,13 +350,39 @@ def _short(method: str) -> str:
 # selection
 
 
-def select(rows, setting: str, method: str, grid) -> tuple[float, bool]:
-    """(λ, interior): the λ of ``grid`` with the highest mean over seeds of the
-    mean of both accuracies, and whether it lies strictly inside the grid."""
+def select(rows, setting: str, method: str, grid, n_examples: int) -> tuple[float, bool]:
+    """(λ, interior): the weakest λ of ``grid`` that the validation cannot tell apart from the best
+    (:func:`ewcbook.chapters.weakest_within_noise`; the score of a λ is the mean over seeds of the mean of both
+    validation accuracies, ``n_examples`` validation images behind it in all), and whether it lies strictly
+    inside the grid."""
     grid = sorted(float(g) for g in grid)
-    scores = {lam: np.mean([r["mean"] for r in _rows(rows, setting, method, lam)]) for lam in grid}
-    best = max(grid, key=lambda lam: scores[lam])
+    scores = _scores(rows, setting, method, grid)
+    best, _ = weakest_within_noise(scores, {lam: lam for lam in grid}, n_examples)
     return best, grid[0] < best < grid[-1]
+
+
+def _scores(rows, setting, method, grid) -> dict:
+    return {lam: float(np.mean([r["mean"] for r in _rows(rows, setting, method, lam)])) for lam in grid}
+
+
+def choice_sentence(rows, setting: str, methods, grid, n_examples: int) -> str:
+    """Says, for each method, which λ of ``grid`` the validation cannot tell apart from its best
+    (:func:`ewcbook.chapters.within_noise`), of which :func:`select` keeps the weakest."""
+    grid = sorted(float(g) for g in grid)
+    parts = []
+    for m in methods:
+        scores = _scores(rows, setting, m, grid)
+        close = sorted(within_noise(scores, n_examples))
+        best = max(grid, key=scores.get)
+        lams = f"λ = {close[0]:g} alone" if len(close) == 1 else "λ ∈ {" + ", ".join(f"{lam:g}" for lam in close) + "}"
+        parts.append(f"{IN_SENTENCE.get(m, label(m))}, {lams} (best {scores[best]:.3f} at λ = {best:g})")
+    band = noise_band(max(max(_scores(rows, setting, m, grid).values()) for m in methods), n_examples)
+    return (
+        f"Within the noise of the best (about {band:.3f}: two standard errors of an accuracy on "
+        f"{n_examples:,} validation images, plus the margin of {MARGIN:g}), the validation cannot tell apart: "
+        + "; ".join(parts)
+        + ". Each method keeps the weakest of its λ."
+    )
 
 
 def curve(rows, setting: str, method: str, key: str = "mean"):
@@ -582,7 +601,7 @@ def dominance_sentence(rows, setting: str, methods, reference: str = "l2") -> st
         else:
             open_.append(
                 f"{name} {best:.3f} at λ = {lam:g} ({pair[0]} − {pair[1]}: {d.diff:+.3f}, "
-                f"95 % interval {d.low:+.3f} to {d.high:+.3f}, {d.why_open})"
+                f"95 % interval {d.low:+.3f} to {d.high:+.3f}; {open_reason(d.low, d.high)})"
             )
     seeds = len(_rows(rows, setting, reference, lam_ref))
     where = f"{ref}'s best point ({best_ref:.3f} at λ = {lam_ref:g}; {seeds} selection seeds)"

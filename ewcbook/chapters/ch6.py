@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from ewcbook.chapters import MARGIN
+from ewcbook.chapters import open_reason
 from ewcbook.chapters.processes import process_map
 from ewcbook.chapters.style import label
 from ewcbook.checks import integer
@@ -37,36 +37,6 @@ from ewcbook.state import load_state, save_state
 from ewcbook.stats import Interval, mean_interval
 from ewcbook.training import ContinualModel, fit_task
 from ewcbook.utils import set_seed
-
-# --- choosing on validation -----------------------------------------------------------------
-
-
-def weakest_within_noise(scores: dict, strengths: dict, n_examples: int):
-    """The candidate to keep from a validation grid: among those whose score
-    is within one standard error of the best, the weakest penalty.
-
-    A single validation run cannot tell apart scores closer than the noise
-    of its own accuracy, sqrt(p (1 − p) / n) for n validation examples; among
-    the candidates it cannot separate from the best, the weakest penalty is
-    the safer bet for a longer sequence, where penalties add up.
-
-    Args:
-        scores: ``{candidate: validation accuracy}``.
-        strengths: ``{candidate: sort key of its strength}``, e.g. ``(λ, γ)``;
-            the smallest key is the weakest penalty.
-        n_examples: number of validation examples behind each score.
-
-    Returns:
-        ``(candidate, standard_error)``.
-    """
-    if not scores or set(scores) != set(strengths):
-        raise ValueError("scores and strengths must be non-empty and name the same candidates")
-    n_examples = integer(n_examples, "n_examples", minimum=1)
-    best = max(scores.values())
-    error = float(np.sqrt(best * (1 - best) / n_examples))
-    close = [c for c, score in scores.items() if score >= best - error]
-    return min(close, key=lambda c: strengths[c]), error
-
 
 # --- runs over seeds ------------------------------------------------------------------------
 
@@ -281,32 +251,23 @@ def _joint_run(job) -> JointResult:
 # --- reading the accuracy matrix ------------------------------------------------------------
 
 
-def not_resolved(subject: str, interval, margin: float = MARGIN) -> str:
-    """The verdict for a difference whose interval does not clear 0 by more than ``margin``
-    (the book's rule, :data:`ewcbook.chapters.MARGIN`), with the power it had.
+def not_resolved(subject: str, interval) -> str:
+    """The verdict for a difference whose interval does not clear 0 by more than the book's margin
+    (:data:`ewcbook.chapters.MARGIN`), with the power it had, in one wording
+    (:func:`ewcbook.chapters.open_reason`) whether the interval contains 0 or not.
 
     Args:
         subject: what was compared, e.g. ``"online EWC against EWC"``.
         interval: ``(mean, low, high)`` of the difference.
-        margin: how far from 0 an interval's nearer end must lie to resolve it.
 
     Returns:
-        ``"<subject> is not resolved: the interval allows differences up to X"``,
-        X the larger end in absolute value, or, for an interval that excludes 0
-        by less than ``margin``, that it lies within the margin of 0.
-
-    Example:
-        >>> not_resolved("A against B", (0.01, -0.02, 0.04))
-        'A against B is not resolved: the interval allows differences up to 0.040'
-        >>> not_resolved("A against B", (0.009, 0.004, 0.015))
-        'A against B is not resolved: the interval, +0.004 to +0.015, lies within 0.005 of 0'
+        ``"<subject> is not resolved: the interval does not clear 0 by more than 0.005 (differences up to X
+        allowed)"``, X the larger end in absolute value.
     """
     if not isinstance(subject, str) or not subject:
         raise TypeError(f"subject must be a non-empty str, got {subject!r}")
     _, low, high = Interval(*(float(x) for x in interval))
-    if low <= 0 <= high:
-        return f"{subject} is not resolved: the interval allows differences up to {max(abs(low), abs(high)):.3f}"
-    return f"{subject} is not resolved: the interval, {low:+.3f} to {high:+.3f}, lies within {margin:g} of 0"
+    return f"{subject} is not resolved: {open_reason(low, high)}"
 
 
 def intransigence(R, reference) -> float:
