@@ -161,6 +161,11 @@ def test_weakest_within_noise_takes_the_weakest_penalty_the_noise_cannot_separat
         weakest_within_noise(scores, {"a": 1}, 10)
     with pytest.raises(ValueError, match="n_examples"):
         weakest_within_noise(scores, strengths, 0)
+    # a mean over seeds brings its own standard error instead
+    assert weakest_within_noise(clear, {"a": 1, "c": 2}, error=0.004)[0] == "a"  # band 0.013
+    assert weakest_within_noise(clear, {"a": 1, "c": 2}, error=0.003) == ("c", pytest.approx(0.011))
+    with pytest.raises(ValueError, match="exactly one"):
+        weakest_within_noise(clear, {"a": 1, "c": 2}, 1000, error=0.004)
 
 
 def test_not_resolved_states_the_largest_difference_the_interval_allows_in_one_wording():
