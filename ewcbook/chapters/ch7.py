@@ -28,7 +28,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from ewcbook.chapters import MARGIN, choice_resolved, style
+from ewcbook.chapters import MARGIN, style, within_noise
 from ewcbook.chapters.processes import process_map
 from ewcbook.checks import instance, integer, one_of, optional_integer, real
 from ewcbook.data import Task, permuted_mnist, validation_split
@@ -176,17 +176,21 @@ def run_all(jobs, *, hidden=(400, 400), fisher_samples: int | None = None, worke
 
 def choice_sentence(validation: dict, n_examples: int) -> str:
     """What the validation says of each method's λ (``validation``: ``{method: {λ: accuracy}}`` over
-    ``n_examples`` validation images), by :func:`ewcbook.chapters.choice_resolved`: the choices it does not
-    resolve, each with its best two points, or that it resolves them all."""
+    ``n_examples`` validation images): the λ it cannot tell apart from the best
+    (:func:`ewcbook.chapters.within_noise`), of which the chapter keeps the weakest, or that it singles out
+    one λ for every method."""
     unresolved = []
     for method, scores in validation.items():
-        if not choice_resolved(scores, n_examples):
-            (a, score_a), (b, score_b) = sorted(scores.items(), key=lambda kv: -kv[1])[:2]
-            unresolved.append(f"for {style.label(method)} (λ = {a:g}: {score_a:.3f}; λ = {b:g}: {score_b:.3f})")
+        close = sorted(within_noise(scores, n_examples))
+        if len(close) > 1:
+            points = "; ".join(f"λ = {lam:g}: {scores[lam]:.3f}" for lam in close)
+            unresolved.append(f"for {style.label(method)} ({points})")
     if not unresolved:
-        return f"Each choice beats the next λ by more than two standard errors of the validation images plus {MARGIN}."
+        return (
+            f"Each choice beats every other λ by more than two standard errors of the validation images plus {MARGIN}."
+        )
     return (
-        f"The validation does not resolve the choice {' or '.join(unresolved)}: its best two points lie within two "
-        f"standard errors (on {n_examples:,} validation images) plus {MARGIN} of each other, so another CPU may "
-        "choose the other."
+        f"The validation cannot tell apart the λ {' or '.join(unresolved)}: they lie within two standard errors "
+        f"(on {n_examples:,} validation images) plus {MARGIN} of the best, and the weakest of them is kept, so "
+        "that the choice does not hang on the last digit."
     )
