@@ -37,44 +37,36 @@ def binomial_error(accuracy: float, n_examples: int) -> float:
     return float(np.sqrt(max(accuracy * (1 - accuracy), 1e-12) / n_examples))
 
 
-def noise_band(error: float) -> float:
-    """How far below the best score of a validation grid another candidate may lie and still not be told apart
-    from it: two standard errors of a score (``error``), plus :data:`MARGIN` (the float path's share: another
-    CPU moves every trained accuracy a little)."""
-    if not np.isfinite(error) or error < 0:
-        raise ValueError(f"error must be a finite number >= 0, got {error!r}")
-    return float(2 * error + MARGIN)
+def noise_band(best: float, n_examples: int) -> float:
+    """How far below the best score of a validation grid (``best``, an accuracy on ``n_examples`` images)
+    another candidate may lie and still not be told apart from it: one standard error (the one-standard-error
+    rule of Breiman et al. 1984), plus :data:`MARGIN` (the float path's share: another CPU moves every trained
+    accuracy a little)."""
+    return binomial_error(best, n_examples) + MARGIN
 
 
-def _error(scores: dict, n_examples, error) -> float:
-    """A score's standard error: ``error``, or the :func:`binomial_error` of the best score on ``n_examples``."""
-    if (n_examples is None) == (error is None):
-        raise ValueError("give exactly one of n_examples (one run's accuracies) and error (a score's standard error)")
-    return binomial_error(max(scores.values()), n_examples) if error is None else float(error)
-
-
-def within_noise(scores: dict, n_examples: int | None = None, *, error: float | None = None) -> list:
-    """The candidates of a validation grid (``{candidate: score}``) that the validation cannot tell apart from
-    the best: within :func:`noise_band` of it. A score's standard error is ``error``, or, for accuracies of one
-    run each on ``n_examples`` validation images, the :func:`binomial_error` of the best. The best comes first;
-    the others follow in the order of ``scores``."""
+def within_noise(scores: dict, n_examples: int) -> list:
+    """The candidates of a validation grid (``{candidate: accuracy}``, accuracies on ``n_examples`` validation
+    images) that the validation cannot tell apart from the best: within :func:`noise_band` of it. The best
+    comes first; the others follow in the order of ``scores``."""
     if len(scores) < 1:
         raise ValueError("scores must hold at least one candidate")
     best = max(scores, key=scores.get)
-    band = noise_band(_error(scores, n_examples, error))
+    band = noise_band(scores[best], n_examples)
     return [best] + [c for c, score in scores.items() if c != best and score >= scores[best] - band]
 
 
 def choice_resolved(scores: dict, n_examples: int) -> bool:
-    """Whether the best point of a validation grid (``{candidate: accuracy}``, each from one run, accuracies
-    over ``n_examples`` validation images) beats the runner-up beyond noise (:func:`noise_band` of the best
-    accuracy's :func:`binomial_error`). When it does not, another CPU may choose the runner-up."""
+    """Whether the best point of a validation grid (``{candidate: accuracy}``, accuracies over ``n_examples``
+    validation images) beats the runner-up beyond noise: by more than two binomial standard errors of the best
+    accuracy, plus :data:`MARGIN`. When it does not, another CPU may choose the runner-up."""
     if len(scores) < 2:
         raise ValueError(f"scores must hold at least two candidates, got {len(scores)}")
-    return len(within_noise(scores, n_examples)) == 1
+    best, runner_up = sorted(scores.values(), reverse=True)[:2]
+    return bool(best - runner_up > 2 * binomial_error(best, n_examples) + MARGIN)
 
 
-def weakest_within_noise(scores: dict, strengths: dict, n_examples: int | None = None, *, error: float | None = None):
+def weakest_within_noise(scores: dict, strengths: dict, n_examples: int):
     """The candidate to keep from a validation grid: the weakest penalty among those the validation cannot
     tell apart from the best (:func:`within_noise`).
 
@@ -83,21 +75,18 @@ def weakest_within_noise(scores: dict, strengths: dict, n_examples: int | None =
     costs the new tasks least, and over a longer sequence, where penalties add up, the safer bet.
 
     Args:
-        scores: ``{candidate: validation score}``.
+        scores: ``{candidate: validation accuracy}``.
         strengths: ``{candidate: sort key of its strength}``, e.g. ``(λ, γ)``;
             the smallest key is the weakest penalty.
-        n_examples: for accuracies of one run each, the validation images behind each: the noise is the
-            :func:`binomial_error` of the best.
-        error: instead, a score's standard error (for a mean over seeds, the spread over seeds).
+        n_examples: number of validation examples behind each score.
 
     Returns:
-        ``(candidate, band)``, ``band`` the :func:`noise_band`.
+        ``(candidate, band)``, ``band`` the :func:`noise_band` of the best score.
     """
     if not scores or set(scores) != set(strengths):
         raise ValueError("scores and strengths must be non-empty and name the same candidates")
-    error = _error(scores, n_examples, error)
-    close = within_noise(scores, error=error)
-    return min(close, key=lambda c: strengths[c]), noise_band(error)
+    close = within_noise(scores, n_examples)
+    return min(close, key=lambda c: strengths[c]), noise_band(max(scores.values()), n_examples)
 
 
 def open_reason(low: float, high: float) -> str:

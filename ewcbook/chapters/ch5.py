@@ -350,13 +350,14 @@ def _short(method: str) -> str:
 # selection
 
 
-def select(rows, setting: str, method: str, grid) -> tuple[float, bool]:
+def select(rows, setting: str, method: str, grid, n_examples: int) -> tuple[float, bool]:
     """(λ, interior): the weakest λ of ``grid`` that the validation cannot tell apart from the best
     (:func:`ewcbook.chapters.weakest_within_noise`; the score of a λ is the mean over seeds of the mean of both
-    validation accuracies, its noise :func:`seed_error`), and whether it lies strictly inside the grid."""
+    validation accuracies, ``n_examples`` validation images behind it in all), and whether it lies strictly
+    inside the grid."""
     grid = sorted(float(g) for g in grid)
     scores = _scores(rows, setting, method, grid)
-    best, _ = weakest_within_noise(scores, {lam: lam for lam in grid}, error=seed_error(rows, setting, method, grid))
+    best, _ = weakest_within_noise(scores, {lam: lam for lam in grid}, n_examples)
     return best, grid[0] < best < grid[-1]
 
 
@@ -364,37 +365,21 @@ def _scores(rows, setting, method, grid) -> dict:
     return {lam: float(np.mean([r["mean"] for r in _rows(rows, setting, method, lam)])) for lam in grid}
 
 
-def seed_error(rows, setting: str, method: str, grid) -> float:
-    """The standard error of a λ's score (the mean over seeds of the mean of both validation accuracies):
-    the spread of the seeds about each λ's mean, pooled along ``grid``, over the square root of the number of
-    seeds. It holds the seeds' noise (which task A a run forgets, which images it gets right), not only the
-    images'."""
-    groups = [[r["mean"] for r in _rows(rows, setting, method, float(lam))] for lam in grid]
-    dof = sum(len(g) - 1 for g in groups)
-    if dof < 1:
-        raise ValueError(f"{method!r} needs two seeds at some λ for a spread over seeds")
-    pooled = sum(float(np.sum((np.array(g) - np.mean(g)) ** 2)) for g in groups) / dof
-    return float(np.sqrt(pooled / max(len(g) for g in groups)))
-
-
-def choice_sentence(rows, setting: str, methods, grid) -> str:
+def choice_sentence(rows, setting: str, methods, grid, n_examples: int) -> str:
     """Says, for each method, which λ of ``grid`` the validation cannot tell apart from its best
     (:func:`ewcbook.chapters.within_noise`), of which :func:`select` keeps the weakest."""
     grid = sorted(float(g) for g in grid)
     parts = []
     for m in methods:
-        scores, error = _scores(rows, setting, m, grid), seed_error(rows, setting, m, grid)
-        close = sorted(within_noise(scores, error=error))
+        scores = _scores(rows, setting, m, grid)
+        close = sorted(within_noise(scores, n_examples))
         best = max(grid, key=scores.get)
         lams = f"λ = {close[0]:g} alone" if len(close) == 1 else "λ ∈ {" + ", ".join(f"{lam:g}" for lam in close) + "}"
-        parts.append(
-            f"{IN_SENTENCE.get(m, label(m))}, {lams} (best {scores[best]:.3f} at λ = {best:g}, within "
-            f"{noise_band(error):.3f} of it)"
-        )
-    seeds = len(_rows(rows, setting, methods[0], grid[0]))
+        parts.append(f"{IN_SENTENCE.get(m, label(m))}, {lams} (best {scores[best]:.3f} at λ = {best:g})")
+    band = noise_band(max(max(_scores(rows, setting, m, grid).values()) for m in methods), n_examples)
     return (
-        f"Within two standard errors of a λ's mean over the {seeds} selection seeds (their spread pooled "
-        f"along each method's grid) plus the margin of {MARGIN:g}, the validation cannot tell apart: "
+        f"Within the noise of the best (about {band:.3f}: one standard error of an accuracy on "
+        f"{n_examples:,} validation images, plus the margin of {MARGIN:g}), the validation cannot tell apart: "
         + "; ".join(parts)
         + ". Each method keeps the weakest of its λ."
     )

@@ -186,11 +186,9 @@ def choice_sentence(validation: dict, n_examples: int) -> str:
             points = "; ".join(f"λ = {lam:g}: {scores[lam]:.3f}" for lam in close)
             unresolved.append(f"for {style.label(method)} ({points})")
     if not unresolved:
-        return (
-            f"Each choice beats every other λ by more than two standard errors of the validation images plus {MARGIN}."
-        )
+        return f"Each choice beats every other λ by more than a standard error of the validation images plus {MARGIN}."
     return (
-        f"The validation cannot tell apart the λ {' or '.join(unresolved)}: they lie within two standard errors "
+        f"The validation cannot tell apart the λ {' or '.join(unresolved)}: they lie within one standard error "
         f"(on {n_examples:,} validation images) plus {MARGIN} of the best, and the weakest of them is kept, so "
         "that the choice does not hang on the last digit."
     )
