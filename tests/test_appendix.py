@@ -102,9 +102,9 @@ def test_appendix_full_profile(source):
 @pytest.mark.parametrize("source", FULL_RUNS)
 def test_chapter_5_finds_what_the_appendix_says_it_finds(source):
     """The appendix says that chapter 5, over ten seeds with one shared head, finds the L2 anchor above EWC
-    with the sampled, exact and empirical Fisher, and only EWC with F + eps above the L2 anchor."""
+    with the sampled, exact and empirical Fisher, and EWC with F + eps not resolved against it."""
     ch5 = full_run("05_ewc.ipynb", source)
     assert ch5["ch5_num_seeds"] == 10
     for method in ("ewc", "ewc_exact", "ewc_empirical"):
         assert ch5[f"ch5_diff_{method}_l2_high"] < 0, method
-    assert ch5["ch5_diff_ewc_eps_l2_low"] > 0
+    assert ch5["ch5_diff_ewc_eps_l2_kind"] == "inconclusive"
