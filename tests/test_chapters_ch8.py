@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ewcbook as eb
-from ewcbook.chapters import ch8
+from ewcbook.chapters import MARGIN, ch8, choice_resolved
 
 SMALL = ch8.Protocol(hidden=(8,), per_class=3, fisher_samples=20)
 
@@ -88,8 +88,6 @@ def test_comparison_sentence_follows_its_interval():
 
 
 def test_a_choice_is_resolved_only_beyond_two_standard_errors_plus_the_margin():
-    from ewcbook.chapters import MARGIN, choice_resolved
-
     n = 10_000
     error = np.sqrt(0.9 * 0.1 / n)  # 0.003
     assert not choice_resolved({1.0: 0.9, 10.0: 0.9}, n)  # a tie

@@ -369,14 +369,15 @@ def choice_sentence(rows, setting: str, methods, grid, n_examples: int) -> str:
     """Says, for each method, which λ of ``grid`` the validation cannot tell apart from its best
     (:func:`ewcbook.chapters.within_noise`), of which :func:`select` keeps the weakest."""
     grid = sorted(float(g) for g in grid)
-    parts = []
+    parts, tops = [], []
     for m in methods:
         scores = _scores(rows, setting, m, grid)
-        close = sorted(within_noise(scores, n_examples))
-        best = max(grid, key=scores.get)
+        best, *others = within_noise(scores, n_examples)
+        close = sorted([best, *others])
         lams = f"λ = {close[0]:g} alone" if len(close) == 1 else "λ ∈ {" + ", ".join(f"{lam:g}" for lam in close) + "}"
         parts.append(f"{IN_SENTENCE.get(m, label(m))}, {lams} (best {scores[best]:.3f} at λ = {best:g})")
-    band = noise_band(max(max(_scores(rows, setting, m, grid).values()) for m in methods), n_examples)
+        tops.append(scores[best])
+    band = noise_band(max(tops), n_examples)
     return (
         f"Within the noise of the best (about {band:.3f}: one standard error of an accuracy on "
         f"{n_examples:,} validation images, plus the margin of {MARGIN:g}), the validation cannot tell apart: "
